@@ -1,0 +1,33 @@
+//! The command line (SPEC §1).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// fulcrum: a Layer-7 HTTP reverse proxy and load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "fulcrum", version, about)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "FULCRUM_CONFIG",
+        default_value = "config/fulcrum.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the config and print a summary; exit 1 with every error if invalid.
+    Check,
+    /// Start three demo endpoints on loopback and a proxy in front of them.
+    Demo,
+}

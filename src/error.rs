@@ -1,0 +1,157 @@
+//! The one place where failures become responses (SPEC §Errors).
+//!
+//! Deep code returns a typed [`ProxyError`]; [`ProxyError::status`] maps every
+//! variant with an exhaustive match, and the body is a plain-text sentence
+//! naming the cause.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::proxy::ResponseBody;
+
+/// Why fulcrum answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("request has both Content-Length and Transfer-Encoding")]
+    ConflictingLength,
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("request body stalled longer than server.body_read_timeout")]
+    BodyTimeout,
+    #[error("request body is larger than server.max_request_body")]
+    BodyTooLarge,
+    #[error("request head is larger than server.max_header_bytes")]
+    HeadersTooLarge,
+    #[error("the client stopped sending the request body")]
+    ClientBodyAborted,
+    #[error(
+        "endpoint {endpoint} of upstream {upstream} refused the connection or could not be reached"
+    )]
+    ConnectFailed {
+        upstream: Arc<str>,
+        endpoint: Arc<str>,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error(
+        "endpoint {endpoint} of upstream {upstream} did not accept a connection within connect_timeout"
+    )]
+    ConnectTimeout {
+        upstream: Arc<str>,
+        endpoint: Arc<str>,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("endpoint {endpoint} of upstream {upstream} reset or closed the connection")]
+    Reset {
+        upstream: Arc<str>,
+        endpoint: Arc<str>,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("endpoint {endpoint} of upstream {upstream} sent an invalid response")]
+    InvalidResponse {
+        upstream: Arc<str>,
+        endpoint: Arc<str>,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("no usable endpoint in upstream {upstream}")]
+    NoUsableEndpoint { upstream: Arc<str> },
+    #[error(
+        "endpoint {endpoint} of upstream {upstream} sent no response headers within response_timeout"
+    )]
+    ResponseTimeout {
+        upstream: Arc<str>,
+        endpoint: Arc<str>,
+    },
+}
+
+impl ProxyError {
+    /// The status SPEC assigns to this failure.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_)
+            | ProxyError::ConflictingLength
+            | ProxyError::ClientBodyAborted => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::ConnectFailed { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::Reset { .. }
+            | ProxyError::InvalidResponse { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::NoUsableEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whether the downstream connection should close after this answer,
+    /// because the rest of the request cannot be trusted or read.
+    pub fn closes_connection(&self) -> bool {
+        match self {
+            ProxyError::BadRequest(_)
+            | ProxyError::ConflictingLength
+            | ProxyError::BodyTimeout
+            | ProxyError::BodyTooLarge
+            | ProxyError::ClientBodyAborted => true,
+            ProxyError::NoRoute
+            | ProxyError::HeadersTooLarge
+            | ProxyError::ConnectFailed { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::Reset { .. }
+            | ProxyError::InvalidResponse { .. }
+            | ProxyError::NoUsableEndpoint { .. }
+            | ProxyError::ResponseTimeout { .. } => false,
+        }
+    }
+
+    /// The plain-text response for this failure.
+    pub fn to_response(&self) -> Response<ResponseBody> {
+        let status = self.status();
+        let text = format!(
+            "{} {}: {self}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut response = Response::new(ResponseBody::full(Bytes::from(text)));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        if self.closes_connection() {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::BodyTooLarge.status(), 413);
+        assert_eq!(ProxyError::HeadersTooLarge.status(), 431);
+        assert_eq!(ProxyError::BodyTimeout.status(), 408);
+        assert_eq!(
+            ProxyError::NoUsableEndpoint {
+                upstream: "api".into()
+            }
+            .status(),
+            503
+        );
+        let r = ProxyError::NoRoute.to_response();
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/plain");
+    }
+}

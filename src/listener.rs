@@ -1,0 +1,409 @@
+//! Listeners: bind, accept within the connection limit, TLS, HTTP/1.1 and
+//! HTTP/2 through hyper-util's auto builder, per-connection timeouts, drain.
+//!
+//! Each connection has one timer, re-armed lazily, that enforces
+//! `header_read_timeout` (from the first byte of a request head until the
+//! request is handed to the proxy) and `idle_timeout` (no request in flight).
+//! hyper's own header timer is off: it also runs while a keep-alive
+//! connection is idle, which would cut idle connections at the header timeout.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ListenerConfig, ServerConfig};
+use crate::proxy::{self, Downstream};
+use crate::state::Shared;
+
+/// A listener whose socket is bound, ready to serve.
+pub struct BoundListener {
+    pub name: Arc<str>,
+    pub local_addr: SocketAddr,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("listener {listener}: cannot bind {addr}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("listener {listener}: {source}")]
+    Tls {
+        listener: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+}
+
+/// What every connection task shares.
+pub struct Serving {
+    pub shared: Arc<Shared>,
+    pub connections: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// Per-connection activity, read by the connection's timer.
+#[derive(Debug)]
+pub struct Activity {
+    epoch: Instant,
+    in_flight: AtomicU32,
+    /// Milliseconds since `epoch` when the current idle or head-reading
+    /// phase began.
+    since_ms: AtomicU64,
+    reading_head: AtomicBool,
+    http2: AtomicBool,
+}
+
+/// Counts a request in flight on its connection until its response body is
+/// dropped.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<Activity>);
+
+/// The socket, noting when a new request head begins to arrive.
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+enum Step {
+    Wait(Instant),
+    Close,
+    Drain,
+}
+
+impl BoundListener {
+    /// Binds the listener's address (SO_REUSEADDR) and prepares its TLS.
+    pub fn bind(config: &ListenerConfig) -> Result<Self, ListenerError> {
+        let bind_error = |source| ListenerError::Bind {
+            listener: config.name.clone(),
+            addr: config.bind,
+            source,
+        };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(config.bind),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(bind_error)?;
+        socket.set_reuse_address(true).map_err(bind_error)?;
+        if config.bind.is_ipv6() {
+            socket.set_only_v6(true).map_err(bind_error)?;
+        }
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        socket.bind(&config.bind.into()).map_err(bind_error)?;
+        socket.listen(4096).map_err(bind_error)?;
+        let listener = TcpListener::from_std(socket.into()).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let tls = match &config.tls {
+            Some(tls) => Some(TlsAcceptor::from(crate::tls::server_config(tls).map_err(
+                |source| ListenerError::Tls {
+                    listener: config.name.clone(),
+                    source,
+                },
+            )?)),
+            None => None,
+        };
+        Ok(Self {
+            name: config.name.as_str().into(),
+            local_addr,
+            listener,
+            tls,
+        })
+    }
+
+    /// Accepts until shutdown, one task per connection.
+    pub async fn serve(self, cx: Arc<Serving>) {
+        let listener = Arc::new(self);
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&cx.connections).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = cx.shutdown.cancelled() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(listener = %listener.name, %error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = cx.shutdown.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let task_cx = Arc::clone(&cx);
+            let listener = Arc::clone(&listener);
+            cx.tracker.spawn(async move {
+                serve_connection(stream, peer, &listener, task_cx, permit).await;
+            });
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: &BoundListener,
+    cx: Arc<Serving>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let limits = cx.shared.snapshot.load().server.clone();
+    let activity = Arc::new(Activity::new());
+    match &listener.tls {
+        None => {
+            let io = Tracked {
+                inner: stream,
+                activity: Arc::clone(&activity),
+            };
+            serve_http(io, peer, listener, false, &cx, &limits, activity).await;
+        }
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            let tls = match handshake.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let io = Tracked {
+                inner: tls,
+                activity: Arc::clone(&activity),
+            };
+            serve_http(io, peer, listener, true, &cx, &limits, activity).await;
+        }
+    }
+}
+
+async fn serve_http<S>(
+    io: Tracked<S>,
+    peer: SocketAddr,
+    listener: &BoundListener,
+    https: bool,
+    cx: &Arc<Serving>,
+    limits: &ServerConfig,
+    activity: Arc<Activity>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper answers 431 by itself past this; below it, proxy.rs answers at
+    // exactly max_header_bytes with a plain-text reason.
+    let hard_limit = limits
+        .max_header_bytes
+        .saturating_mul(2)
+        .saturating_add(8192);
+    builder
+        .http1()
+        .header_read_timeout(None)
+        .max_buf_size(hard_limit.max(8192))
+        .half_close(false)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX))
+        .max_concurrent_streams(128)
+        .max_pending_accept_reset_streams(Some(128))
+        .max_local_error_reset_streams(Some(1024));
+
+    let shared = Arc::clone(&cx.shared);
+    let name = Arc::clone(&listener.name);
+    let service_activity = Arc::clone(&activity);
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let guard = RequestGuard::start(&service_activity, req.version() == http::Version::HTTP_2);
+        let snapshot = shared.snapshot.load_full();
+        let name = Arc::clone(&name);
+        async move {
+            let downstream = Downstream {
+                listener: snapshot.routes.listener_index(&name).unwrap_or(usize::MAX),
+                client: peer,
+                https,
+            };
+            Ok::<_, Infallible>(proxy::handle(req, &downstream, &snapshot, guard).await)
+        }
+    });
+
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let timer = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(timer);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            () = cx.shutdown.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = &mut timer => match activity.step(limits) {
+                Step::Wait(deadline) => timer.as_mut().reset(deadline),
+                Step::Close => {
+                    tracing::debug!(%peer, "request head not received within header_read_timeout");
+                    return;
+                }
+                Step::Drain => {
+                    if draining {
+                        return;
+                    }
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                    // Give a graceful close its own idle period, then cut.
+                    timer.as_mut().reset(Instant::now() + limits.idle_timeout);
+                }
+            },
+        }
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            since_ms: AtomicU64::new(0),
+            reading_head: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// What the connection timer should do now.
+    fn step(&self, limits: &ServerConfig) -> Step {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Step::Wait(now + limits.idle_timeout);
+        }
+        let since = self.epoch + Duration::from_millis(self.since_ms.load(Ordering::Acquire));
+        if self.reading_head.load(Ordering::Acquire) {
+            let deadline = since + limits.header_read_timeout;
+            return if now >= deadline {
+                Step::Close
+            } else {
+                Step::Wait(deadline)
+            };
+        }
+        let deadline = since + limits.idle_timeout;
+        if now >= deadline {
+            Step::Drain
+        } else {
+            Step::Wait(deadline)
+        }
+    }
+}
+
+impl RequestGuard {
+    fn start(activity: &Arc<Activity>, http2: bool) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.reading_head.store(false, Ordering::Release);
+        if http2 {
+            activity.http2.store(true, Ordering::Relaxed);
+        }
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        if activity.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            activity
+                .since_ms
+                .store(activity.now_ms(), Ordering::Release);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let a = &this.activity;
+            if a.in_flight.load(Ordering::Acquire) == 0
+                && !a.reading_head.load(Ordering::Relaxed)
+                && !a.http2.load(Ordering::Relaxed)
+            {
+                a.since_ms.store(a.now_ms(), Ordering::Release);
+                a.reading_head.store(true, Ordering::Release);
+            }
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,547 @@
+//! The request path, as one linear async fn: route -> pick -> forward/retry
+//! -> respond. Failures become responses only in `error.rs`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::config::Protocol;
+use crate::error::ProxyError;
+use crate::headers;
+use crate::listener::RequestGuard;
+use crate::state::Snapshot;
+use crate::upstream::{InFlight, Upstream};
+
+/// What the request path needs to know of the downstream connection.
+#[derive(Debug)]
+pub struct Downstream {
+    /// Index of the listener in the snapshot's route table.
+    pub listener: usize,
+    pub client: SocketAddr,
+    pub https: bool,
+}
+
+/// The body sent to an endpoint: the client's body, streamed, under
+/// `max_request_body` and `body_read_timeout`.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: u64,
+    read: u64,
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    /// Whether a frame was handed on: after that the body cannot be replayed.
+    started: bool,
+    /// Where an unread body goes back when the attempt that owned it failed,
+    /// so a retry can send it (present only when a retry could use it).
+    slot: Option<Arc<Mutex<Option<Incoming>>>>,
+}
+
+/// Why the request body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds server.max_request_body")]
+    TooLarge,
+    #[error("request body stalled past server.body_read_timeout")]
+    Timeout,
+    #[error("reading the request body failed: {0}")]
+    Client(#[source] hyper::Error),
+}
+
+/// The body sent to the client: an endpoint's response streamed through, or
+/// a response fulcrum wrote itself. Guards are released when it is dropped.
+#[derive(Debug)]
+pub struct ResponseBody {
+    kind: Kind,
+    _request: Option<RequestGuard>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Upstream {
+        inner: Incoming,
+        _in_flight: InFlight,
+    },
+    Full(Option<Bytes>),
+}
+
+/// How one attempt ended when it did not produce a response to return.
+enum Failure {
+    /// Worth another endpoint if the policy allows.
+    Retryable(ProxyError, RetryCause),
+    /// Final: answer with this.
+    Final(ProxyError),
+}
+
+#[derive(Clone, Copy)]
+enum RetryCause {
+    Connect,
+    Reset,
+    Timeout,
+}
+
+/// Answers one request: never fails, every failure becomes a response.
+pub async fn handle(
+    req: Request<Incoming>,
+    downstream: &Downstream,
+    snapshot: &Snapshot,
+    guard: RequestGuard,
+) -> Response<ResponseBody> {
+    let mut response = match forward(req, downstream, snapshot).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(%error, client = %downstream.client, "request answered by fulcrum");
+            error.to_response()
+        }
+    };
+    response.body_mut()._request = Some(guard);
+    response
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    downstream: &Downstream,
+    snapshot: &Snapshot,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let limits = &snapshot.server;
+    if head_size(&req) > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    if req.headers().contains_key(TRANSFER_ENCODING) && req.headers().contains_key(CONTENT_LENGTH) {
+        return Err(ProxyError::ConflictingLength);
+    }
+
+    // The Host the client sent: the header, or the HTTP/2 :authority.
+    let host_value: Option<HeaderValue> = match req.headers().get(HOST) {
+        Some(h) => Some(h.clone()),
+        None => match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => None,
+        },
+    };
+    let host = match &host_value {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ProxyError::BadRequest("Host is not valid text"))?,
+        ),
+        None if req.version() == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+        }
+        None => None,
+    };
+    let route = snapshot
+        .routes
+        .find(downstream.listener, host, req.uri().path())
+        .ok_or(ProxyError::NoRoute)?;
+    let upstream = &snapshot.upstreams[route.upstream];
+
+    if limits.max_request_body > 0
+        && content_length(&req).is_some_and(|n| n > limits.max_request_body)
+    {
+        return Err(ProxyError::BodyTooLarge);
+    }
+
+    let upgrade = headers::is_upgrade_request(req.headers())
+        && req.version() == Version::HTTP_11
+        && upstream.protocol == Protocol::Http1;
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, incoming) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = headers::forward_path(&path, &route.path_prefix, route.strip_prefix);
+    headers::rewrite_request(
+        &mut parts.headers,
+        downstream.client.ip(),
+        downstream.https,
+        host_value.as_ref(),
+        upgrade,
+    );
+    if let Some(host) = host_value
+        && !parts.headers.contains_key(HOST)
+    {
+        parts.headers.insert(HOST, host);
+    }
+
+    let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let empty_body = incoming.is_end_stream();
+    let may_retry = upstream.retries > 0;
+    let slot = (may_retry && !empty_body).then(|| Arc::new(Mutex::new(None)));
+    // An empty body is sent as none at all, and so can always be sent again.
+    let mut body = (!empty_body).then_some(incoming);
+
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error = None;
+    for attempt in 0..=upstream.retries {
+        let Some(index) = upstream.balancer.pick(&upstream.endpoints, &tried) else {
+            break;
+        };
+        tried.push(index);
+        let endpoint = &upstream.endpoints[index];
+        let inner = match body.take() {
+            Some(incoming) => Some(incoming),
+            None if empty_body => None,
+            None => break,
+        };
+        let request_body = RequestBody {
+            inner,
+            limit: limits.max_request_body,
+            read: 0,
+            timeout: limits.body_read_timeout,
+            sleep: None,
+            armed: false,
+            started: false,
+            slot: slot.clone(),
+        };
+        let mut request = Request::new(request_body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = upstream_uri(&endpoint.authority, path.clone());
+        *request.version_mut() = match upstream.protocol {
+            Protocol::Http1 => Version::HTTP_11,
+            Protocol::Http2 => Version::HTTP_2,
+        };
+        // The last attempt takes the headers; earlier ones copy them.
+        *request.headers_mut() = if attempt == upstream.retries {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+
+        let in_flight = endpoint.state.start();
+        let outcome = tokio::time::timeout(
+            upstream.response_timeout,
+            endpoint.state.client.request(request),
+        )
+        .await;
+        let failure = match outcome {
+            Ok(Ok(mut response)) => {
+                let status = response.status();
+                let retry_status = match status {
+                    StatusCode::BAD_GATEWAY => upstream.retry_on.status_502,
+                    StatusCode::SERVICE_UNAVAILABLE => upstream.retry_on.status_503,
+                    StatusCode::GATEWAY_TIMEOUT => upstream.retry_on.status_504,
+                    _ => false,
+                };
+                // A retry needs another endpoint and a body we can still send.
+                if retry_status
+                    && attempt < upstream.retries
+                    && (safe || empty_body)
+                    && (empty_body || recover_body(&mut body, &slot))
+                    && upstream
+                        .balancer
+                        .pick(&upstream.endpoints, &tried)
+                        .is_some()
+                {
+                    tracing::debug!(endpoint = %endpoint.address, %status, "retrying on status");
+                    continue;
+                }
+                if status == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(downstream_upgrade) = downstream_upgrade
+                {
+                    let upstream_upgrade = hyper::upgrade::on(&mut response);
+                    tokio::spawn(splice(downstream_upgrade, upstream_upgrade));
+                    return Ok(respond(response, in_flight, true));
+                }
+                return Ok(respond(response, in_flight, false));
+            }
+            Ok(Err(error)) => classify(error, upstream, &endpoint.address),
+            Err(_elapsed) => Failure::Retryable(
+                ProxyError::ResponseTimeout {
+                    upstream: upstream.name.clone(),
+                    endpoint: endpoint.address.clone(),
+                },
+                RetryCause::Timeout,
+            ),
+        };
+        drop(in_flight);
+        match failure {
+            Failure::Final(error) => return Err(error),
+            Failure::Retryable(error, cause) => {
+                let allowed = match cause {
+                    RetryCause::Connect => upstream.retry_on.connect_failure,
+                    RetryCause::Reset => upstream.retry_on.reset,
+                    RetryCause::Timeout => upstream.retry_on.timeout,
+                };
+                // A request that never left (connect failure) may always be
+                // repeated; otherwise only a safe one, or one whose body was
+                // not sent.
+                let repeatable = matches!(cause, RetryCause::Connect) || safe || !empty_body;
+                tracing::debug!(%error, "attempt failed");
+                if !(allowed && repeatable && attempt < upstream.retries)
+                    || !(empty_body || recover_body(&mut body, &slot))
+                {
+                    return Err(error);
+                }
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ProxyError::NoUsableEndpoint {
+        upstream: upstream.name.clone(),
+    }))
+}
+
+/// Puts a streamed request body back for another attempt: possible only if
+/// the failed attempt never read from it.
+fn recover_body(body: &mut Option<Incoming>, slot: &Option<Arc<Mutex<Option<Incoming>>>>) -> bool {
+    if body.is_none()
+        && let Some(slot) = slot
+    {
+        *body = slot.lock().ok().and_then(|mut s| s.take());
+    }
+    body.is_some()
+}
+
+fn classify(
+    error: hyper_util::client::legacy::Error,
+    upstream: &Upstream,
+    endpoint: &Arc<str>,
+) -> Failure {
+    let upstream_name = upstream.name.clone();
+    let endpoint = endpoint.clone();
+    if let Some(body) = find_source::<BodyError>(&error) {
+        return Failure::Final(match body {
+            BodyError::TooLarge => ProxyError::BodyTooLarge,
+            BodyError::Timeout => ProxyError::BodyTimeout,
+            BodyError::Client(_) => ProxyError::ClientBodyAborted,
+        });
+    }
+    if error.is_connect() {
+        let timed_out = find_source::<std::io::Error>(&error)
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+        let e = if timed_out {
+            ProxyError::ConnectTimeout {
+                upstream: upstream_name,
+                endpoint,
+                source: error,
+            }
+        } else {
+            ProxyError::ConnectFailed {
+                upstream: upstream_name,
+                endpoint,
+                source: error,
+            }
+        };
+        return Failure::Retryable(e, RetryCause::Connect);
+    }
+    if find_source::<hyper::Error>(&error)
+        .is_some_and(|e| e.is_parse() || e.is_parse_status() || e.is_parse_too_large())
+    {
+        return Failure::Retryable(
+            ProxyError::InvalidResponse {
+                upstream: upstream_name,
+                endpoint,
+                source: error,
+            },
+            RetryCause::Reset,
+        );
+    }
+    Failure::Retryable(
+        ProxyError::Reset {
+            upstream: upstream_name,
+            endpoint,
+            source: error,
+        },
+        RetryCause::Reset,
+    )
+}
+
+fn find_source<'e, T: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn upstream_uri(authority: &http::uri::Authority, path: PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+/// The endpoint's response on its way to the client, hop-by-hop headers gone.
+fn respond(
+    response: Response<Incoming>,
+    in_flight: InFlight,
+    upgraded: bool,
+) -> Response<ResponseBody> {
+    let (mut parts, inner) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgraded);
+    Response::from_parts(
+        parts,
+        ResponseBody {
+            kind: Kind::Upstream {
+                inner,
+                _in_flight: in_flight,
+            },
+            _request: None,
+        },
+    )
+}
+
+/// Copies bytes both ways between an upgraded client and endpoint connection.
+async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, server) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut server = hyper_util::rt::TokioIo::new(server);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+        tracing::debug!(%error, "upgraded connection ended");
+    }
+}
+
+/// The declared Content-Length, if one valid value is present.
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The size of the request head as written on the wire by HTTP/1.1.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+impl ResponseBody {
+    /// A complete body written by fulcrum.
+    pub fn full(data: Bytes) -> Self {
+        Self {
+            kind: Kind::Full(Some(data)),
+            _request: None,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Upstream { inner, .. } => Pin::new(inner).poll_frame(cx),
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+            Kind::Full(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream { inner, .. } => inner.size_hint(),
+            Kind::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.started = true;
+                this.armed = false;
+                if let Some(data) = frame.data_ref() {
+                    this.read += data.len() as u64;
+                    if this.limit > 0 && this.read > this.limit {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.started = true;
+                Poll::Ready(Some(Err(BodyError::Client(e))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                // One timer per body, armed only while waiting.
+                let deadline = Instant::now() + this.timeout;
+                if !this.armed {
+                    this.armed = true;
+                    match &mut this.sleep {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                let sleep = this.sleep.as_mut().expect("armed above");
+                ready!(sleep.as_mut().poll(cx));
+                this.started = true;
+                Poll::Ready(Some(Err(BodyError::Timeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or(SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if !self.started
+            && let (Some(inner), Some(slot)) = (self.inner.take(), &self.slot)
+            && let Ok(mut slot) = slot.lock()
+        {
+            *slot = Some(inner);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! TLS for listeners: rustls server configs with ALPN h2 + http/1.1 and a
+//! certificate chosen by SNI among several.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::config::{CertificateConfig, TlsConfig};
+
+/// Why a certificate pair could not be used; the text names the file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TlsError {
+    #[error("{0}")]
+    Cert(String),
+    #[error("{0}")]
+    Key(String),
+}
+
+/// Picks the first certificate valid for the client's SNI name; without SNI,
+/// or when none matches, the first certificate configured.
+#[derive(Debug)]
+struct SniResolver {
+    certificates: Vec<Arc<CertifiedKey>>,
+}
+
+/// The crypto provider fulcrum uses everywhere (ring).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a PEM certificate chain and private key and checks that they match.
+pub fn load_certified_key(config: &CertificateConfig) -> Result<CertifiedKey, TlsError> {
+    let cert_path = config.cert.display();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert)
+        .map_err(|e| TlsError::Cert(format!("cannot read certificate {cert_path}: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Cert(format!("invalid PEM in {cert_path}: {e}")))?;
+    if chain.is_empty() {
+        return Err(TlsError::Cert(format!(
+            "no certificate found in {cert_path}"
+        )));
+    }
+    webpki::EndEntityCert::try_from(&chain[0])
+        .map_err(|e| TlsError::Cert(format!("invalid certificate in {cert_path}: {e}")))?;
+    let key_path = config.key.display();
+    let key = PrivateKeyDer::from_pem_file(&config.key)
+        .map_err(|e| TlsError::Key(format!("cannot read private key {key_path}: {e}")))?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+        TlsError::Key(format!(
+            "private key {key_path} does not fit certificate {cert_path}: {e}"
+        ))
+    })
+}
+
+/// Builds the rustls server config of one listener.
+pub fn server_config(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certificates = config
+        .certificates
+        .iter()
+        .map(|c| load_certified_key(c).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Cert(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { certificates }));
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let first = self.certificates.first().cloned();
+        let Some(sni) = hello.server_name() else {
+            return first;
+        };
+        let Ok(name) = ServerName::try_from(sni) else {
+            return first;
+        };
+        self.certificates
+            .iter()
+            .find(|ck| {
+                ck.end_entity_cert().is_ok_and(|der| {
+                    webpki::EndEntityCert::try_from(der)
+                        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+                })
+            })
+            .cloned()
+            .or(first)
+    }
+}

@@ -1,0 +1,70 @@
+//! Upstreams: named pools of endpoints with their balancer, timeouts and
+//! retry policy, as built for one snapshot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::balance::{Balancer, Unsupported};
+use crate::config::{Protocol, RetryOn, UpstreamConfig};
+
+pub mod client;
+mod endpoint;
+
+pub use endpoint::{Endpoint, EndpointState, InFlight};
+
+/// One upstream of a snapshot.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub endpoints: Vec<Endpoint>,
+    pub balancer: Balancer,
+    pub protocol: Protocol,
+    pub response_timeout: Duration,
+    pub retries: u32,
+    pub retry_on: RetryOn,
+    pub fail_open: bool,
+}
+
+impl Upstream {
+    /// Builds the upstream, reusing endpoint state from `previous` by address.
+    pub fn build(
+        config: &UpstreamConfig,
+        previous: Option<&Upstream>,
+    ) -> Result<Self, Unsupported> {
+        let endpoints: Vec<Endpoint> = config
+            .endpoints
+            .iter()
+            .map(|e| {
+                let kept = previous.and_then(|p| {
+                    p.endpoints
+                        .iter()
+                        .find(|old| *old.address == *e.address)
+                        .filter(|_| p.protocol == config.protocol)
+                });
+                let state = match kept {
+                    Some(old) => {
+                        old.state.set_weight(e.weight);
+                        Arc::clone(&old.state)
+                    }
+                    None => Arc::new(EndpointState::new(client::build(config), e.weight)),
+                };
+                Endpoint {
+                    authority: e.address.parse().expect("validated as host:port"),
+                    address: e.address.as_str().into(),
+                    weight: e.weight,
+                    state,
+                }
+            })
+            .collect();
+        Ok(Self {
+            name: config.name.as_str().into(),
+            balancer: Balancer::new(config, &endpoints)?,
+            endpoints,
+            protocol: config.protocol,
+            response_timeout: config.response_timeout,
+            retries: config.retries,
+            retry_on: config.retry_on,
+            fail_open: config.fail_open,
+        })
+    }
+}
