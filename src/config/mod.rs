@@ -320,7 +320,7 @@ impl Config {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {:<16} {}{key}, {} endpoints: {endpoints}",
+                "  {:<16} {}{key}, {} endpoint(s): {endpoints}",
                 u.name,
                 u.balance.as_str(),
                 u.endpoints.len()

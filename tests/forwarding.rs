@@ -1,0 +1,259 @@
+//! SPEC §Forwarding: headers, bodies both ways, HTTP/2, upgrades, trailers.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::Request;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn forwarded_headers_and_host() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let c = client();
+    let req = Request::get(proxy.url("/x?y=1"))
+        .header("host", "Site.Example:8080")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "spoofed")
+        .body(empty())
+        .unwrap();
+    let (status, headers, body) = send(&c, req).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "a");
+    assert_eq!(headers["x-backend"], "a");
+    let seen = b.last_seen();
+    assert_eq!(seen.uri, "/x?y=1");
+    assert_eq!(seen.headers["host"], "Site.Example:8080");
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "Site.Example:8080");
+    assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped_both_ways() {
+    // A raw backend so the response can carry hop-by-hop headers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+                .await
+                .unwrap();
+            head.extend_from_slice(&buf[..n]);
+        }
+        seen_tx
+            .send(String::from_utf8_lossy(&head).into_owned())
+            .unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\nkeep-alive: timeout=5\r\nx-end: kept\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let config = format!(
+        "[admin]\nbind = \"\"\n[[listener]]\nname = \"h\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{{ address = \"{addr}\" }}]\n"
+    );
+    let proxy = Proxy::start(&config).await;
+    let response = raw(
+        proxy.addr(),
+        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: x-secret, close\r\nx-secret: 1\r\nkeep-alive: 5\r\nproxy-connection: keep-alive\r\nte: gzip\r\nupgrade: foo\r\nx-visible: yes\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await
+    .to_ascii_lowercase();
+    let upstream_head = seen_rx.await.unwrap().to_ascii_lowercase();
+    assert!(upstream_head.contains("x-visible: yes"), "{upstream_head}");
+    for gone in [
+        "x-secret",
+        "keep-alive: 5",
+        "proxy-connection",
+        "te: gzip",
+        "upgrade: foo",
+    ] {
+        assert!(
+            !upstream_head.contains(gone),
+            "{gone} reached the endpoint: {upstream_head}"
+        );
+    }
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(response.contains("x-end: kept"), "{response}");
+    assert!(!response.contains("x-hop"), "{response}");
+    assert!(!response.contains("keep-alive: timeout"), "{response}");
+}
+
+#[tokio::test]
+async fn ten_megabytes_each_way_over_http1_and_http2() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let payload = Bytes::from(pattern(10 << 20));
+    let digest = Sha256::digest(&payload);
+    for c in [client(), h2_client()] {
+        // Streamed in 64 KiB chunks, so the request is chunked over HTTP/1.1.
+        let chunks: Vec<Result<hyper::body::Frame<Bytes>, BoxError>> = payload
+            .chunks(64 << 10)
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let body = BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            chunks,
+        )));
+        let req = Request::post(proxy.url("/echo")).body(body).unwrap();
+        let response = c.request(req).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let echoed = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(echoed.len(), payload.len());
+        assert_eq!(Sha256::digest(&echoed), digest);
+    }
+    let response = client()
+        .request(
+            Request::get(proxy.url("/big/10485760"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let downloaded = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(Sha256::digest(&downloaded), digest);
+}
+
+#[tokio::test]
+async fn head_requests_and_expect_continue() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let head = raw(
+        proxy.addr(),
+        b"HEAD /big/1000 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 1000"),
+        "{head}"
+    );
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "HEAD response has no body: {head:?}"
+    );
+
+    // Expect: 100-continue: fulcrum sends 100 before the body is read.
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 64];
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut s, &mut first),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 100"));
+    s.write_all(b"hello").await.unwrap();
+    let rest = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(rest.contains("200 OK") && rest.ends_with("hello"), "{rest}");
+    assert!(!b.last_seen().headers.contains_key("expect"));
+}
+
+#[tokio::test]
+async fn chunked_request_body_is_streamed() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let response = raw(
+        proxy.addr(),
+        b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // The echo comes back chunked: "5\r\nhello\r\n6\r\n world\r\n" or merged.
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let text: String = body
+        .split("\r\n")
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(text, "hello world", "{response}");
+}
+
+#[tokio::test]
+async fn http2_on_both_sides_with_trailers() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "protocol = \"http2\"")).await;
+    let c = h2_client();
+    let req = Request::get(proxy.url("/trailers"))
+        .header("te", "trailers")
+        .body(empty())
+        .unwrap();
+    let response = c.request(req).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers passed through");
+    assert_eq!(trailers["x-checksum"], "abc123");
+    assert_eq!(collected.to_bytes(), "with trailers");
+    let seen = b.last_seen();
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    // The :authority the client used reaches the endpoint as Host.
+    assert_eq!(seen.headers["host"], proxy.addr().to_string());
+}
+
+#[tokio::test]
+async fn http2_client_to_http1_endpoint() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let (status, _, body) = get(&h2_client(), &proxy.url("/")).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "a"));
+    let seen = b.last_seen();
+    assert_eq!(seen.version, http::Version::HTTP_11);
+    assert_eq!(seen.headers["host"], proxy.addr().to_string());
+    assert_eq!(seen.headers["x-forwarded-host"], proxy.addr().to_string());
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy.addr()))
+        .await
+        .expect("websocket handshake through fulcrum");
+    assert_eq!(response.status(), 101);
+    for i in 0..3 {
+        let msg = format!("ping {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone()))
+            .await
+            .unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), msg);
+    }
+}
+
+#[tokio::test]
+async fn connections_to_endpoints_are_kept_alive() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(get(&c, &proxy.url("/")).await.0, 200);
+    }
+    assert_eq!(b.hits(), 20);
+    assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

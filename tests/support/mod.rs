@@ -1,0 +1,363 @@
+//! Test support: real backends on 127.0.0.1:0, a real fulcrum, real clients.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// What a backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+}
+
+/// A real HTTP/1.1 + HTTP/2 backend on loopback.
+///
+/// Paths: `/echo` streams the request body back; `/delay/MS` answers after
+/// MS milliseconds; `/status/CODE`; `/trailers` answers with a trailer;
+/// `/ws` is a WebSocket echo; `/big/N` sends N bytes; anything else answers
+/// with the backend's name. Responses carry `x-backend: NAME`.
+#[derive(Clone)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    pub hits: Arc<AtomicUsize>,
+    pub connections: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+}
+
+impl Backend {
+    pub async fn spawn(name: &'static str) -> Self {
+        Self::spawn_on(name, TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+    }
+
+    /// Serves on an already bound listener (e.g. to restart on the same port).
+    pub async fn spawn_on(name: &'static str, listener: TcpListener) -> Self {
+        let backend = Backend {
+            addr: listener.local_addr().unwrap(),
+            name,
+            hits: Arc::default(),
+            connections: Arc::default(),
+            seen: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (tx, mut rx) = oneshot::channel();
+        *backend.stop.lock().unwrap() = Some(tx);
+        let b = backend.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(pair) => pair, Err(_) => continue },
+                    _ = &mut rx => return,
+                };
+                b.connections.fetch_add(1, Ordering::SeqCst);
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let b = b.clone();
+                        async move { Ok::<_, Infallible>(b.answer(req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        backend
+    }
+
+    /// Stops accepting (open connections are left to end on their own).
+    pub fn stop(&self) {
+        if let Some(tx) = self.stop.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last_seen(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request reached the backend")
+    }
+
+    async fn answer(&self, mut req: Request<Incoming>) -> Response<Body> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(Seen {
+            method: req.method().to_string(),
+            uri: req.uri().to_string(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        });
+        let path = req.uri().path().to_owned();
+        let mut response = if path == "/echo" {
+            Response::new(req.into_body().map_err(BoxError::from).boxed())
+        } else if let Some(ms) = path.strip_prefix("/delay/") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            text(self.name)
+        } else if let Some(code) = path.strip_prefix("/status/") {
+            let mut r = text(self.name);
+            *r.status_mut() = StatusCode::from_u16(code.parse().unwrap()).unwrap();
+            r
+        } else if let Some(n) = path.strip_prefix("/big/") {
+            let n: usize = n.parse().unwrap();
+            Response::new(full(pattern(n)))
+        } else if path == "/trailers" {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-checksum", "abc123".parse().unwrap());
+            let frames = vec![
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"with trailers"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+                frames,
+            ))))
+        } else if path == "/ws" {
+            let key = req.headers().get("sec-websocket-key").cloned();
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(upgraded) = upgrade.await else { return };
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+                key.expect("sec-websocket-key").as_bytes(),
+            );
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", accept)
+                .body(empty())
+                .unwrap()
+        } else {
+            text(self.name)
+        };
+        response
+            .headers_mut()
+            .insert("x-backend", self.name.parse().unwrap());
+        response
+    }
+}
+
+pub fn text(s: &str) -> Response<Body> {
+    Response::new(full(s.to_owned()))
+}
+
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+/// Deterministic bytes for large bodies.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// A fulcrum running in this test's runtime.
+pub struct Proxy {
+    addrs: Vec<(String, SocketAddr)>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts fulcrum on `toml` (listeners should bind 127.0.0.1:0).
+    pub async fn start(toml: &str) -> Self {
+        Self::try_start(toml)
+            .await
+            .unwrap_or_else(|e| panic!("fulcrum did not start: {e}"))
+    }
+
+    pub async fn try_start(toml: &str) -> Result<Self, String> {
+        let config =
+            fulcrum::config::parse(Path::new("test.toml"), toml).map_err(|e| e.to_string())?;
+        let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+        let proxy = fulcrum::Fulcrum::bind(config).map_err(|e| e.to_string())?;
+        let addrs = names
+            .into_iter()
+            .map(|n| {
+                let a = proxy.local_addr(&n).unwrap();
+                (n, a)
+            })
+            .collect();
+        let (tx, rx) = oneshot::channel::<()>();
+        let done = tokio::spawn(proxy.serve(async move {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            addrs,
+            stop: Some(tx),
+            done: Some(done),
+        })
+    }
+
+    /// The address of the first listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0].1
+    }
+
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.addrs.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// Starts a graceful shutdown; the returned handle ends when drained.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.done.take().expect("shut down once")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(done) = &self.done {
+            done.abort();
+        }
+    }
+}
+
+/// A config with one listener on 127.0.0.1:0, one catch-all route and one
+/// upstream `app` over `backends`; `extra` is appended to the upstream table.
+pub fn simple_config(backends: &[&Backend], upstream_extra: &str) -> String {
+    let endpoints: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
+        .collect();
+    format!(
+        r#"
+[admin]
+bind = ""
+
+[[listener]]
+name = "http"
+bind = "127.0.0.1:0"
+
+[[route]]
+upstream = "app"
+
+[upstream.app]
+endpoints = [{}]
+{upstream_extra}
+"#,
+        endpoints.join(", ")
+    )
+}
+
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// An HTTP/1.1 client with keep-alive.
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 prior-knowledge client.
+pub fn h2_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// Sends a GET and returns status, headers and body.
+pub async fn get(client: &HttpClient, url: &str) -> (StatusCode, HeaderMap, String) {
+    send(client, Request::get(url).body(empty()).unwrap()).await
+}
+
+pub async fn send(client: &HttpClient, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+    let response = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("response within 20s")
+        .expect("a response");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("whole body").to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+/// Writes raw bytes and reads until the peer closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_until_close(&mut stream, wait).await
+}
+
+pub async fn read_until_close(stream: &mut TcpStream, wait: Duration) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits until `condition` holds, polling every 10 ms, at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An address on which nothing listens (bound, then closed).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
