@@ -76,6 +76,9 @@ pub struct Activity {
     since_ms: AtomicU64,
     reading_head: AtomicBool,
     http2: AtomicBool,
+    /// The HTTP/1 head being read carried both Content-Length and
+    /// Transfer-Encoding (hyper drops the former silently; SPEC wants 400).
+    conflicting_length: AtomicBool,
 }
 
 /// Counts a request in flight on its connection until its response body is
@@ -83,10 +86,14 @@ pub struct Activity {
 #[derive(Debug)]
 pub struct RequestGuard(Arc<Activity>);
 
-/// The socket, noting when a new request head begins to arrive.
+/// The socket, noting when a new request head begins to arrive, and
+/// scanning HTTP/1 heads for a Content-Length/Transfer-Encoding conflict.
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// The head read so far; reused for every request of the connection.
+    head: Vec<u8>,
+    scanning: bool,
 }
 
 enum Step {
@@ -179,10 +186,7 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     match &listener.tls {
         None => {
-            let io = Tracked {
-                inner: stream,
-                activity: Arc::clone(&activity),
-            };
+            let io = Tracked::new(stream, &activity);
             serve_http(io, peer, listener, false, &cx, &limits, activity).await;
         }
         Some(acceptor) => {
@@ -199,10 +203,7 @@ async fn serve_connection(
                     return;
                 }
             };
-            let io = Tracked {
-                inner: tls,
-                activity: Arc::clone(&activity),
-            };
+            let io = Tracked::new(tls, &activity);
             serve_http(io, peer, listener, true, &cx, &limits, activity).await;
         }
     }
@@ -244,7 +245,12 @@ async fn serve_http<S>(
     let name = Arc::clone(&listener.name);
     let service_activity = Arc::clone(&activity);
     let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let guard = RequestGuard::start(&service_activity, req.version() == http::Version::HTTP_2);
+        let http2 = req.version() == http::Version::HTTP_2;
+        let conflicting_length = !http2
+            && service_activity
+                .conflicting_length
+                .swap(false, Ordering::AcqRel);
+        let guard = RequestGuard::start(&service_activity, http2);
         let snapshot = shared.snapshot.load_full();
         let name = Arc::clone(&name);
         async move {
@@ -252,6 +258,7 @@ async fn serve_http<S>(
                 listener: snapshot.routes.listener_index(&name).unwrap_or(usize::MAX),
                 client: peer,
                 https,
+                conflicting_length,
             };
             Ok::<_, Infallible>(proxy::handle(req, &downstream, &snapshot, guard).await)
         }
@@ -302,6 +309,7 @@ impl Activity {
             since_ms: AtomicU64::new(0),
             reading_head: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            conflicting_length: AtomicBool::new(false),
         }
     }
 
@@ -355,6 +363,53 @@ impl Drop for RequestGuard {
     }
 }
 
+impl<S> Tracked<S> {
+    fn new(inner: S, activity: &Arc<Activity>) -> Self {
+        Self {
+            inner,
+            activity: Arc::clone(activity),
+            head: Vec::new(),
+            scanning: false,
+        }
+    }
+
+    /// Adds bytes of a request head; once the head is complete, records
+    /// whether it declared both a Content-Length and a Transfer-Encoding.
+    fn scan_head(&mut self, bytes: &[u8]) {
+        const MAX_SCAN: usize = 1 << 20;
+        if bytes.starts_with(b"PRI * HTTP/2") {
+            self.scanning = false;
+            return;
+        }
+        // Search only where the end of the head could newly be, so a head
+        // trickled byte by byte costs linear time.
+        let from = self.head.len().saturating_sub(3);
+        self.head.extend_from_slice(bytes);
+        let Some(end) = self.head[from..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + from)
+        else {
+            if self.head.len() > MAX_SCAN {
+                self.scanning = false;
+            }
+            return;
+        };
+        let (mut content_length, mut transfer_encoding) = (false, false);
+        for line in self.head[..end].split(|&b| b == b'\n') {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            content_length |= name.eq_ignore_ascii_case(b"content-length");
+            transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
+        }
+        if content_length && transfer_encoding {
+            self.activity
+                .conflicting_length
+                .store(true, Ordering::Release);
+        }
+        self.scanning = false;
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -372,6 +427,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
             {
                 a.since_ms.store(a.now_ms(), Ordering::Release);
                 a.reading_head.store(true, Ordering::Release);
+                this.head.clear();
+                this.scanning = true;
+            }
+            if this.scanning {
+                this.scan_head(&buf.filled()[before..]);
             }
         }
         result

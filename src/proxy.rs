@@ -30,6 +30,8 @@ pub struct Downstream {
     pub listener: usize,
     pub client: SocketAddr,
     pub https: bool,
+    /// The HTTP/1 head declared both Content-Length and Transfer-Encoding.
+    pub conflicting_length: bool,
 }
 
 /// The body sent to an endpoint: the client's body, streamed, under
@@ -119,7 +121,10 @@ async fn forward(
     if head_size(&req) > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
-    if req.headers().contains_key(TRANSFER_ENCODING) && req.headers().contains_key(CONTENT_LENGTH) {
+    if downstream.conflicting_length
+        || (req.headers().contains_key(TRANSFER_ENCODING)
+            && req.headers().contains_key(CONTENT_LENGTH))
+    {
         return Err(ProxyError::ConflictingLength);
     }
 

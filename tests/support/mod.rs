@@ -48,6 +48,8 @@ pub struct Backend {
     pub hits: Arc<AtomicUsize>,
     pub connections: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// When not 0, every request is answered with this status.
+    pub status: Arc<std::sync::atomic::AtomicU16>,
     stop: Arc<Mutex<Option<oneshot::Sender<()>>>>,
 }
 
@@ -64,6 +66,7 @@ impl Backend {
             hits: Arc::default(),
             connections: Arc::default(),
             seen: Arc::default(),
+            status: Arc::default(),
             stop: Arc::default(),
         };
         let (tx, mut rx) = oneshot::channel();
@@ -98,6 +101,11 @@ impl Backend {
         }
     }
 
+    /// Answers every request with `code` from now on (0: back to normal).
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
@@ -120,7 +128,12 @@ impl Backend {
             headers: req.headers().clone(),
         });
         let path = req.uri().path().to_owned();
-        let mut response = if path == "/echo" {
+        let forced = self.status.load(Ordering::SeqCst);
+        let mut response = if forced != 0 {
+            let mut r = text(self.name);
+            *r.status_mut() = StatusCode::from_u16(forced).unwrap();
+            r
+        } else if path == "/echo" {
             Response::new(req.into_body().map_err(BoxError::from).boxed())
         } else if let Some(ms) = path.strip_prefix("/delay/") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
@@ -360,4 +373,64 @@ where
 pub async fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
+}
+
+/// A raw TCP endpoint that runs `f` on each accepted connection.
+pub async fn raw_backend<F, Fut>(f: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = Arc::new(f);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(f(stream));
+        }
+    });
+    addr
+}
+
+/// Reads from `stream` until a request head has arrived; returns it.
+pub async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A config over raw endpoint addresses, with `extra` in the upstream table
+/// and `server` in the [server] table.
+pub fn config_for(addrs: &[SocketAddr], server: &str, upstream_extra: &str) -> String {
+    let endpoints: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    format!(
+        r#"
+[server]
+{server}
+
+[admin]
+bind = ""
+
+[[listener]]
+name = "http"
+bind = "127.0.0.1:0"
+
+[[route]]
+upstream = "app"
+
+[upstream.app]
+endpoints = [{}]
+{upstream_extra}
+"#,
+        endpoints.join(", ")
+    )
 }
