@@ -8,6 +8,7 @@
 //! connection is idle, which would cut idle connections at the header timeout.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -76,6 +77,9 @@ pub struct Activity {
     since_ms: AtomicU64,
     reading_head: AtomicBool,
     http2: AtomicBool,
+    /// Set when a request head starts arriving, so the timer moves its
+    /// deadline from idle_timeout to header_read_timeout.
+    rearm: AtomicBool,
     /// The HTTP/1 head being read carried both Content-Length and
     /// Transfer-Encoding (hyper drops the former silently; SPEC wants 400).
     conflicting_length: AtomicBool,
@@ -266,35 +270,50 @@ async fn serve_http<S>(
 
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let timer = tokio::time::sleep(limits.idle_timeout);
+    let timer = tokio::time::sleep(limits.idle_timeout.min(limits.header_read_timeout));
     tokio::pin!(timer);
-    let mut draining = false;
+    let draining = AtomicBool::new(false);
     loop {
+        // `biased`: the connection is polled first, so a read that starts a
+        // request head re-arms the timer in the same pass.
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
                 return;
             }
-            () = cx.shutdown.cancelled(), if !draining => {
-                draining = true;
+            () = cx.shutdown.cancelled(), if !draining.load(Ordering::Relaxed) => {
+                draining.store(true, Ordering::Relaxed);
                 connection.as_mut().graceful_shutdown();
             }
-            () = &mut timer => match activity.step(limits) {
-                Step::Wait(deadline) => timer.as_mut().reset(deadline),
-                Step::Close => {
-                    tracing::debug!(%peer, "request head not received within header_read_timeout");
-                    return;
+            step = std::future::poll_fn(|task| {
+                if activity.rearm.swap(false, Ordering::AcqRel)
+                    && let Step::Wait(deadline) = activity.step(limits)
+                {
+                    timer.as_mut().reset(deadline);
                 }
-                Step::Drain => {
-                    if draining {
-                        return;
+                loop {
+                    std::task::ready!(timer.as_mut().poll(task));
+                    match activity.step(limits) {
+                        Step::Wait(deadline) => timer.as_mut().reset(deadline),
+                        // A graceful close gets its own idle period, then is cut.
+                        Step::Drain if !draining.load(Ordering::Relaxed) => {
+                            timer.as_mut().reset(Instant::now() + limits.idle_timeout);
+                            return Poll::Ready(Step::Drain);
+                        }
+                        Step::Drain | Step::Close => return Poll::Ready(Step::Close),
                     }
-                    draining = true;
+                }
+            }) => match step {
+                Step::Drain => {
+                    draining.store(true, Ordering::Relaxed);
                     connection.as_mut().graceful_shutdown();
-                    // Give a graceful close its own idle period, then cut.
-                    timer.as_mut().reset(Instant::now() + limits.idle_timeout);
+                }
+                Step::Close | Step::Wait(_) => {
+                    tracing::debug!(%peer, "connection closed: header_read_timeout or drain deadline");
+                    return;
                 }
             },
         }
@@ -310,6 +329,7 @@ impl Activity {
             reading_head: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             conflicting_length: AtomicBool::new(false),
+            rearm: AtomicBool::new(false),
         }
     }
 
@@ -427,6 +447,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
             {
                 a.since_ms.store(a.now_ms(), Ordering::Release);
                 a.reading_head.store(true, Ordering::Release);
+                a.rearm.store(true, Ordering::Release);
                 this.head.clear();
                 this.scanning = true;
             }

@@ -37,7 +37,8 @@ pub struct Seen {
 
 /// A real HTTP/1.1 + HTTP/2 backend on loopback.
 ///
-/// Paths: `/echo` streams the request body back; `/delay/MS` answers after
+/// Paths: `/echo` streams the request body back; `/consume` reads it all,
+/// then answers with its length; `/delay/MS` answers after
 /// MS milliseconds; `/status/CODE`; `/trailers` answers with a trailer;
 /// `/ws` is a WebSocket echo; `/big/N` sends N bytes; anything else answers
 /// with the backend's name. Responses carry `x-backend: NAME`.
@@ -133,6 +134,11 @@ impl Backend {
             let mut r = text(self.name);
             *r.status_mut() = StatusCode::from_u16(forced).unwrap();
             r
+        } else if path == "/consume" {
+            match req.into_body().collect().await {
+                Ok(body) => text(&body.to_bytes().len().to_string()),
+                Err(_) => text("aborted"),
+            }
         } else if path == "/echo" {
             Response::new(req.into_body().map_err(BoxError::from).boxed())
         } else if let Some(ms) = path.strip_prefix("/delay/") {

@@ -1,0 +1,224 @@
+//! SPEC `[server]` limits and timeouts, and graceful shutdown.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn proxy_with(server: &str) -> (Backend, Proxy) {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&config_for(&[b.addr], server, "")).await;
+    (b, proxy)
+}
+
+/// Reads one response head (and whatever follows in the same read).
+async fn read_some(s: &mut TcpStream, wait: Duration) -> String {
+    let mut buf = vec![0u8; 16384];
+    match tokio::time::timeout(wait, s.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn request_heads_over_max_header_bytes_get_431() {
+    let (b, proxy) = proxy_with("max_header_bytes = 2048").await;
+    let big = "x".repeat(3000);
+    let r = raw(
+        proxy.addr(),
+        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    assert!(r.contains("max_header_bytes"), "{r}");
+    // Far over the limit, hyper refuses it before parsing completes.
+    let huge = "x".repeat(20_000);
+    let r = raw(
+        proxy.addr(),
+        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {huge}\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    // Just under the limit passes.
+    let fits = "x".repeat(1800);
+    let r = raw(
+        proxy.addr(),
+        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {fits}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(b.hits(), 1);
+}
+
+#[tokio::test]
+async fn bodies_over_max_request_body_get_413() {
+    let (b, proxy) = proxy_with("max_request_body = \"1KiB\"").await;
+    // Declared too large: refused before any endpoint is contacted.
+    let r = raw(
+        proxy.addr(),
+        b"POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 2000\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    assert!(r.contains("max_request_body"), "{r}");
+    assert_eq!(b.hits(), 0);
+    // Chunked: cut off when the limit is passed.
+    let chunk = "y".repeat(600);
+    let req = format!(
+        "POST /consume HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let r = raw(proxy.addr(), req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    // At the limit passes.
+    let body = "z".repeat(1024);
+    let r = raw(proxy.addr(), format!("POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 1024\r\nconnection: close\r\n\r\n{body}").as_bytes(), Duration::from_secs(5)).await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("1024"), "{r}");
+}
+
+#[tokio::test]
+async fn stalled_body_gets_408() {
+    let (_b, proxy) = proxy_with("body_read_timeout = \"300ms\"").await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let r = read_some(&mut s, Duration::from_secs(5)).await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    assert!(r.contains("body_read_timeout"), "{r}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn trickled_headers_are_cut_off_but_idle_keepalive_is_not() {
+    let (_b, proxy) = proxy_with("header_read_timeout = \"300ms\"\nidle_timeout = \"10s\"").await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    let r = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(!r.contains("200 OK"), "{r}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+
+    // An idle keep-alive connection outlives header_read_timeout.
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_some(&mut s, Duration::from_secs(5))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_some(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        r.starts_with("HTTP/1.1 200"),
+        "second request on the idle connection: {r:?}"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_close_after_idle_timeout() {
+    let (_b, proxy) = proxy_with("idle_timeout = \"300ms\"").await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_some(&mut s, Duration::from_secs(5))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let started = Instant::now();
+    let rest = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(rest, "");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn max_connections_holds_new_connections_until_one_closes() {
+    let (_b, proxy) = proxy_with("max_connections = 2").await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(
+            read_some(&mut s, Duration::from_secs(5))
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        open.push(s);
+    }
+    let mut third = TcpStream::connect(proxy.addr()).await.unwrap();
+    third
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_some(&mut third, Duration::from_millis(500)).await,
+        "",
+        "served beyond max_connections"
+    );
+    drop(open.pop());
+    let r = read_some(&mut third, Duration::from_secs(5)).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let (_b, mut proxy) = proxy_with("shutdown_timeout = \"5s\"").await;
+    let addr = proxy.addr();
+    let c = client();
+    let url = proxy.url("/delay/500");
+    let in_flight = tokio::spawn(async move { get(&c, &url).await });
+    // Wait until the request is in flight at the backend.
+    eventually(Duration::from_secs(5), || async { _b.hits() == 1 }).await;
+    let done = proxy.shutdown();
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "a"));
+    tokio::time::timeout(Duration::from_secs(5), done)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_timeout_bounds_the_drain() {
+    let (b, mut proxy) = proxy_with("shutdown_timeout = \"300ms\"").await;
+    let c = client();
+    let url = proxy.url("/delay/10000");
+    let _stuck = tokio::spawn(async move { get(&c, &url).await });
+    eventually(Duration::from_secs(5), || async { b.hits() == 1 }).await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), proxy.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
