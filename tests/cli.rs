@@ -1,0 +1,323 @@
+//! SPEC §1 and §2 from the outside: the binary, its exit codes and messages.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn fulcrum(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("FULCRUM_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fulcrum.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// Kills the child on drop, so a failed test leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit within `limit`; returns the exit code.
+    fn wait_exit(&mut self, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fulcrum did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Starts `fulcrum run` and reads stderr until it logs its first listening
+/// address.
+fn start(config: &Path) -> (Running, String) {
+    let mut child = Command::new(BIN)
+        .args(["-c", config.to_str().unwrap(), "run"])
+        .env("FULCRUM_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("fulcrum logged its address").unwrap();
+        if let Some(i) = line.find("addr=") {
+            break line[i + 5..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Running(child), addr)
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: demo\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn version_and_help() {
+    let out = fulcrum(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("fulcrum {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = fulcrum(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "check", "demo", "--config"] {
+        assert!(help.contains(word), "{help}");
+    }
+}
+
+#[test]
+fn check_accepts_every_shipped_config() {
+    let mut files = vec![repo("config/fulcrum.toml")];
+    for entry in std::fs::read_dir(repo("config/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    assert!(files.len() >= 4);
+    for file in files {
+        let out = fulcrum(&["-c", file.to_str().unwrap(), "check"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for section in ["listeners (", "routes (", "upstreams ("] {
+            assert!(stdout.contains(section), "{stdout}");
+        }
+    }
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_column_and_key() {
+    let (_dir, path) = write_config(
+        r#"[server]
+idle_timeout = "soon"
+
+[[listener]]
+name = "http"
+bind = "127.0.0.1:0"
+colour = "blue"
+
+[[listener]]
+name = "http"
+bind = "127.0.0.1:1"
+
+[[route]]
+upstream = "missing"
+
+[upstream.api]
+retries = 11
+endpoints = []
+"#,
+    );
+    let out = fulcrum(&["-c", path.to_str().unwrap(), "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    let expected = [
+        format!("{file}:2:16: server.idle_timeout: "),
+        format!("{file}:7:1: listener[0].colour: unknown key"),
+        format!("{file}:10:8: listener[1].name: duplicate listener name `http`"),
+        format!("{file}:14:12: route[0].upstream: no upstream is named `missing`"),
+        format!("{file}:17:11: upstream.api.retries: must be between 0 and 10"),
+        format!("{file}:18:13: upstream.api.endpoints: must not be empty"),
+    ];
+    for e in &expected {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(e.as_str())),
+            "missing {e:?} in:\n{stderr}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), expected.len(), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_keys_point_at_the_table_header() {
+    let (_dir, path) = write_config("[[listener]]\nname = \"a\"\n\n[[route]]\nname = \"r\"\n");
+    let out = fulcrum(&["-c", path.to_str().unwrap(), "check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:1:1: listener[0].bind: required key is missing"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:4:1: route[0].upstream: required key is missing"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_comes_from_the_environment_and_a_missing_file_is_named() {
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("FULCRUM_CONFIG", repo("config/examples/one-site.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("one-site.toml: valid"));
+    let out = fulcrum(&["-c", "/nonexistent/fulcrum.toml", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/fulcrum.toml: cannot read")
+    );
+}
+
+#[test]
+fn a_port_that_cannot_be_bound_is_a_start_error_naming_the_listener() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (_dir, path) = write_config(&format!(
+        "[admin]\nbind = \"\"\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:{port}\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{{ address = \"127.0.0.1:9\" }}]\n"
+    ));
+    let out = fulcrum(&["-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("listener front: cannot bind 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_serves_until_sigterm_then_exits_zero() {
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in backend.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    let (_dir, path) = write_config(&format!(
+        "[admin]\nbind = \"\"\n[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{{ address = \"{backend_addr}\" }}]\n"
+    ));
+    for signal in ["TERM", "INT"] {
+        let (mut child, addr) = start(&path);
+        let response = http_get(&addr, "/");
+        assert!(
+            response.starts_with("HTTP/1.1 200") && response.ends_with("ok"),
+            "{response}"
+        );
+        // SIGHUP must not kill it.
+        child.signal("HUP");
+        assert!(http_get(&addr, "/").starts_with("HTTP/1.1 200"));
+        child.signal(signal);
+        assert_eq!(
+            child.wait_exit(Duration::from_secs(10)),
+            0,
+            "exit code after SIG{signal}"
+        );
+    }
+}
+
+#[test]
+fn demo_balances_across_three_endpoints() {
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut running = Running(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = String::new();
+    let addr = loop {
+        let line = lines.next().expect("demo prints its address").unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(rest) = line.strip_prefix("fulcrum demo: proxy on http://") {
+            break rest.split(',').next().unwrap().to_string();
+        }
+    };
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(
+        printed.contains(&format!("curl -s http://{addr}/")),
+        "{printed}"
+    );
+    let names: Vec<String> = (0..6)
+        .map(|_| {
+            http_get(&addr, "/")
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for name in ["alpha", "beta", "gamma"] {
+        assert_eq!(names.iter().filter(|n| *n == name).count(), 2, "{names:?}");
+    }
+    running.signal("INT");
+    assert_eq!(running.wait_exit(Duration::from_secs(10)), 0);
+}

@@ -1,0 +1,138 @@
+//! SPEC §Routing through a running proxy: host classes, longest prefix,
+//! strip_prefix, listeners, 404.
+
+mod support;
+
+use http::Request;
+use support::*;
+
+async fn send_to(c: &HttpClient, url: &str, host: &str) -> (u16, String) {
+    let req = Request::get(url)
+        .header("host", host)
+        .body(empty())
+        .unwrap();
+    let (status, _, body) = send(c, req).await;
+    (status.as_u16(), body)
+}
+
+#[tokio::test]
+async fn requests_reach_the_upstream_of_the_best_route() {
+    let exact = Backend::spawn("exact").await;
+    let wild = Backend::spawn("wild").await;
+    let any = Backend::spawn("any").await;
+    let api = Backend::spawn("api").await;
+    let config = format!(
+        r#"
+[admin]
+bind = ""
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "internal"
+bind = "127.0.0.1:0"
+
+[[route]]
+name = "fallback"
+upstream = "any"
+
+[[route]]
+name = "api"
+path_prefix = "/api/"
+strip_prefix = true
+upstream = "api"
+
+[[route]]
+name = "wild"
+host = "*.example.com"
+upstream = "wild"
+
+[[route]]
+name = "exact"
+host = "www.example.com"
+path_prefix = "/shop"
+upstream = "exact"
+
+[[route]]
+name = "internal-only"
+listeners = ["internal"]
+path_prefix = "/admin"
+upstream = "api"
+
+[upstream.exact]
+endpoints = [{{ address = "{}" }}]
+[upstream.wild]
+endpoints = [{{ address = "{}" }}]
+[upstream.any]
+endpoints = [{{ address = "{}" }}]
+[upstream.api]
+endpoints = [{{ address = "{}" }}]
+"#,
+        exact.addr, wild.addr, any.addr, api.addr
+    );
+    let proxy = Proxy::start(&config).await;
+    let public = format!("http://{}", proxy.listener("public"));
+    let internal = format!("http://{}", proxy.listener("internal"));
+    let c = client();
+
+    assert_eq!(
+        send_to(&c, &format!("{public}/shop/cart"), "WWW.example.com:8080").await,
+        (200, "exact".into())
+    );
+    assert_eq!(
+        send_to(&c, &format!("{public}/other"), "www.example.com").await,
+        (200, "wild".into())
+    );
+    assert_eq!(
+        send_to(&c, &format!("{public}/"), "shop.example.com").await,
+        (200, "wild".into())
+    );
+    assert_eq!(
+        send_to(&c, &format!("{public}/"), "example.com").await,
+        (200, "any".into())
+    );
+    assert_eq!(
+        send_to(&c, &format!("{public}/apix"), "other.org").await,
+        (200, "any".into())
+    );
+
+    // strip_prefix: "/api/v1/users?x=1" reaches the endpoint as "/v1/users?x=1".
+    assert_eq!(
+        send_to(&c, &format!("{public}/api/v1/users?x=1"), "other.org").await,
+        (200, "api".into())
+    );
+    assert_eq!(api.last_seen().uri, "/v1/users?x=1");
+    assert_eq!(
+        send_to(&c, &format!("{public}/api"), "other.org").await,
+        (200, "api".into())
+    );
+    assert_eq!(api.last_seen().uri, "/");
+
+    // A route limited to one listener.
+    assert_eq!(
+        send_to(&c, &format!("{internal}/admin/x"), "a").await,
+        (200, "api".into())
+    );
+    assert_eq!(api.last_seen().uri, "/admin/x");
+    assert_eq!(
+        send_to(&c, &format!("{public}/admin/x"), "a").await,
+        (200, "any".into())
+    );
+}
+
+#[tokio::test]
+async fn no_matching_route_is_404_on_that_listener() {
+    let b = Backend::spawn("b").await;
+    let config = format!(
+        "[admin]\nbind = \"\"\n[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[[route]]\nhost = \"a.example\"\npath_prefix = \"/p\"\nupstream = \"u\"\n[upstream.u]\nendpoints = [{{ address = \"{}\" }}]\n",
+        b.addr
+    );
+    let proxy = Proxy::start(&config).await;
+    let c = client();
+    assert_eq!(send_to(&c, &proxy.url("/p/x"), "a.example").await.0, 200);
+    assert_eq!(send_to(&c, &proxy.url("/q"), "a.example").await.0, 404);
+    assert_eq!(send_to(&c, &proxy.url("/p"), "b.example").await.0, 404);
+    assert_eq!(b.hits(), 1);
+}

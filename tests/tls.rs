@@ -1,0 +1,166 @@
+//! TLS listeners: rustls, ALPN h2 and http/1.1, certificate chosen by SNI.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::Request;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::*;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+struct Certs {
+    _dir: tempfile::TempDir,
+    roots: rustls::RootCertStore,
+    toml: String,
+}
+
+/// Two self-signed certificates, for a.test and *.b.test, written to disk.
+fn certificates() -> Certs {
+    let dir = tempfile::tempdir().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let mut entries = Vec::new();
+    for (file, names) in [
+        ("a", vec!["a.test".to_string()]),
+        ("b", vec!["*.b.test".to_string()]),
+    ] {
+        let ck = rcgen::generate_simple_self_signed(names).unwrap();
+        let cert = dir.path().join(format!("{file}.pem"));
+        let key = dir.path().join(format!("{file}.key"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        roots
+            .add(CertificateDer::from(ck.cert.der().to_vec()))
+            .unwrap();
+        entries.push(format!(
+            "{{ cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            key.display()
+        ));
+    }
+    let toml = format!("[listener.tls]\ncertificates = [{}]\n", entries.join(", "));
+    Certs {
+        _dir: dir,
+        roots,
+        toml,
+    }
+}
+
+async fn tls_proxy(b: &Backend, certs: &Certs) -> Proxy {
+    let config = format!(
+        "[admin]\nbind = \"\"\n[[listener]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\n{}\n[[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{{ address = \"{}\" }}]\n",
+        certs.toml, b.addr
+    );
+    Proxy::start(&config).await
+}
+
+async fn connect(
+    addr: SocketAddr,
+    roots: &rustls::RootCertStore,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots.clone())
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    connector
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+}
+
+#[tokio::test]
+async fn sni_selects_the_certificate_and_alpn_the_protocol() {
+    let b = Backend::spawn("a").await;
+    let certs = certificates();
+    let proxy = tls_proxy(&b, &certs).await;
+
+    // h2 over TLS, certificate for a.test (verified against its own root).
+    let tls = connect(proxy.addr(), &certs.roots, "a.test", &[b"h2", b"http/1.1"])
+        .await
+        .expect("a.test certificate served for SNI a.test");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://a.test/secure").body(empty()).unwrap();
+    let response = send.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "a"
+    );
+    let seen = b.last_seen();
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["host"], "a.test");
+
+    // HTTP/1.1 over TLS, wildcard certificate for x.b.test.
+    let tls = connect(proxy.addr(), &certs.roots, "x.b.test", &[b"http/1.1"])
+        .await
+        .expect("*.b.test certificate served for SNI x.b.test");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/one")
+        .header("host", "x.b.test")
+        .body(empty())
+        .unwrap();
+    let response = send.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_11);
+
+    // A name no certificate covers gets the first one, which the client rejects.
+    let wrong = connect(proxy.addr(), &certs.roots, "c.test", &[b"http/1.1"]).await;
+    assert!(wrong.is_err(), "no certificate is valid for c.test");
+}
+
+#[tokio::test]
+async fn plain_http_on_a_tls_listener_is_refused() {
+    let b = Backend::spawn("a").await;
+    let certs = certificates();
+    let proxy = tls_proxy(&b, &certs).await;
+    let response = raw(
+        proxy.addr(),
+        b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(!response.contains("200 OK"));
+    assert_eq!(b.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_fit_its_certificate_is_a_config_error() {
+    let certs = certificates();
+    // Swap the keys of the two pairs.
+    let swapped = certs
+        .toml
+        .replacen("a.key", "TMP", 1)
+        .replacen("b.key", "a.key", 1)
+        .replacen("TMP", "b.key", 1);
+    let config = format!(
+        "[[listener]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\n{swapped}\n[[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{{ address = \"127.0.0.1:1\" }}]\n"
+    );
+    let error = fulcrum::config::parse(std::path::Path::new("t.toml"), &config).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("listener[0].tls.certificates[0].key"),
+        "{text}"
+    );
+    assert!(text.contains("does not fit"), "{text}");
+}
