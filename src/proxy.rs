@@ -190,13 +190,19 @@ async fn forward(
     // An empty body is sent as none at all, and so can always be sent again.
     let mut body = (!empty_body).then_some(incoming);
 
-    let mut tried: Vec<usize> = Vec::new();
+    // At most retries + 1 <= 11 attempts (config caps retries at 10).
+    let mut tried_buf = [usize::MAX; 11];
+    let mut attempts = 0;
     let mut last_error = None;
     for attempt in 0..=upstream.retries {
-        let Some(index) = upstream.balancer.pick(&upstream.endpoints, &tried) else {
+        let Some(index) = upstream
+            .balancer
+            .pick(&upstream.endpoints, &tried_buf[..attempts])
+        else {
             break;
         };
-        tried.push(index);
+        tried_buf[attempts] = index;
+        attempts += 1;
         let endpoint = &upstream.endpoints[index];
         let inner = match body.take() {
             Some(incoming) => Some(incoming),
@@ -249,7 +255,7 @@ async fn forward(
                     && (empty_body || recover_body(&mut body, &slot))
                     && upstream
                         .balancer
-                        .pick(&upstream.endpoints, &tried)
+                        .pick(&upstream.endpoints, &tried_buf[..attempts])
                         .is_some()
                 {
                     tracing::debug!(endpoint = %endpoint.address, %status, "retrying on status");
@@ -436,7 +442,11 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
 
 /// The size of the request head as written on the wire by HTTP/1.1.
 fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let line = req.method().as_str().len() + target + 12;
     req.headers()
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)

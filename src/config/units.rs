@@ -120,18 +120,6 @@ fn parse_status(text: &str) -> Result<u16, String> {
     }
 }
 
-/// Formats a duration the way the config writes it, for summaries.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 60_000 == 0 && ms > 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 && ms > 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
