@@ -31,14 +31,24 @@ pub struct RouteTable {
 #[derive(Debug, Default)]
 struct HostTable {
     exact: HashMap<Box<str>, Candidates>,
-    /// Longest suffix first, so `*.a.example.com` beats `*.example.com`.
-    wildcard: Vec<(Box<str>, Candidates)>,
+    /// Keyed by suffix (".example.com"); looked up for each dot-suffix of the
+    /// host, longest first, so `*.a.example.com` beats `*.example.com`.
+    wildcard: HashMap<Box<str>, Candidates>,
     any: Candidates,
 }
 
-/// Route indices, longest prefix first, then file order.
+/// The routes of one host class: route indices, longest prefix first, then
+/// file order; large groups also index their prefixes.
 #[derive(Debug, Default)]
-struct Candidates(Vec<usize>);
+struct Candidates {
+    ordered: Vec<usize>,
+    /// Prefix -> first route written with it; built for groups larger than
+    /// [`SCAN_LIMIT`], where one lookup per path segment beats a scan.
+    by_prefix: Option<HashMap<Box<str>, usize>>,
+}
+
+/// Groups up to this size are scanned; larger ones are indexed.
+const SCAN_LIMIT: usize = 8;
 
 /// Longest host name we lower-case on the stack; longer ones cannot be valid.
 const MAX_HOST: usize = 255;
@@ -71,30 +81,16 @@ impl RouteTable {
                             table.exact.entry(h.as_str().into()).or_default()
                         }
                         Some(HostPattern::Wildcard(suffix)) => {
-                            match table.wildcard.iter().position(|(s, _)| **s == **suffix) {
-                                Some(i) => &mut table.wildcard[i].1,
-                                None => {
-                                    table
-                                        .wildcard
-                                        .push((suffix.as_str().into(), Candidates::default()));
-                                    &mut table.wildcard.last_mut().expect("just pushed").1
-                                }
-                            }
+                            table.wildcard.entry(suffix.as_str().into()).or_default()
                         }
                         None => &mut table.any,
                     };
-                    group.0.push(ri);
+                    group.ordered.push(ri);
                 }
-                table
-                    .wildcard
-                    .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-                let by_prefix = |c: &mut Candidates| {
-                    // Stable: equal lengths keep file order.
-                    c.0.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
-                };
-                table.exact.values_mut().for_each(by_prefix);
-                table.wildcard.iter_mut().for_each(|(_, c)| by_prefix(c));
-                by_prefix(&mut table.any);
+                let prepare = |c: &mut Candidates| c.prepare(&routes);
+                table.exact.values_mut().for_each(prepare);
+                table.wildcard.values_mut().for_each(prepare);
+                prepare(&mut table.any);
                 (listener.name.clone(), table)
             })
             .collect();
@@ -119,9 +115,9 @@ impl RouteTable {
                 {
                     return Some(r);
                 }
-                for (suffix, c) in &table.wildcard {
-                    if lower.len() > suffix.len()
-                        && lower.ends_with(&**suffix)
+                // Dot-suffixes after the first label, longest first.
+                for (i, _) in lower.match_indices('.').filter(|&(i, _)| i > 0) {
+                    if let Some(c) = table.wildcard.get(&lower[i..])
                         && let Some(r) = self.first_match(c, path)
                     {
                         return Some(r);
@@ -133,16 +129,51 @@ impl RouteTable {
     }
 
     fn first_match(&self, candidates: &Candidates, path: &str) -> Option<&Route> {
-        candidates
-            .0
-            .iter()
-            .map(|&i| &self.routes[i])
-            .find(|r| prefix_matches(&r.path_prefix, path))
+        let Some(by_prefix) = &candidates.by_prefix else {
+            return candidates
+                .ordered
+                .iter()
+                .map(|&i| &self.routes[i])
+                .find(|r| prefix_matches(&r.path_prefix, path));
+        };
+        // The path itself, then each shorter segment prefix, then "/".
+        let mut end = path.len();
+        loop {
+            if let Some(&i) = by_prefix.get(&path[..end]) {
+                return Some(&self.routes[i]);
+            }
+            match path[..end].rfind('/') {
+                Some(i) if i > 0 => end = i,
+                _ => break,
+            }
+        }
+        by_prefix.get("/").map(|&i| &self.routes[i])
     }
 
     /// All routes, in file order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+}
+
+impl Candidates {
+    /// Orders by prefix length (stable, so ties keep file order) and indexes
+    /// large groups.
+    fn prepare(&mut self, routes: &[Route]) {
+        self.ordered
+            .sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
+        if self.ordered.len() > SCAN_LIMIT {
+            let mut index = HashMap::new();
+            // File order decides among equal prefixes: keep the first.
+            let mut in_file_order = self.ordered.clone();
+            in_file_order.sort_unstable();
+            for i in in_file_order {
+                index
+                    .entry(routes[i].path_prefix.as_str().into())
+                    .or_insert(i);
+            }
+            self.by_prefix = Some(index);
+        }
     }
 }
 
@@ -255,6 +286,36 @@ upstream = "u"
         );
         assert_eq!(name(&t, 0, "", "/x"), None);
         assert_eq!(name(&t, 1, "", "/x/y"), Some("first"));
+    }
+
+    #[test]
+    fn indexed_groups_match_like_scanned_ones() {
+        let mut routes = String::new();
+        for i in 0..20 {
+            routes.push_str(&format!(
+                "[[route]]\nname = \"r{i}\"\npath_prefix = \"/a/{}\"\nupstream = \"u\"\n",
+                i % 10
+            ));
+        }
+        routes.push_str("[[route]]\nname = \"root\"\nupstream = \"u\"\n[[route]]\nname = \"a\"\npath_prefix = \"/a\"\nupstream = \"u\"\n");
+        for i in 0..10 {
+            routes.push_str(&format!(
+                "[[route]]\nname = \"w{i}\"\nhost = \"*.t{i}.example.com\"\nupstream = \"u\"\n"
+            ));
+        }
+        let t = table(&routes);
+        assert_eq!(
+            name(&t, 0, "", "/a/3/x/y"),
+            Some("r3"),
+            "first written wins a tie"
+        );
+        assert_eq!(name(&t, 0, "", "/a/3"), Some("r3"));
+        assert_eq!(name(&t, 0, "", "/a/30"), Some("a"));
+        assert_eq!(name(&t, 0, "", "/a"), Some("a"));
+        assert_eq!(name(&t, 0, "", "/b"), Some("root"));
+        assert_eq!(name(&t, 0, "", "*"), Some("root"));
+        assert_eq!(name(&t, 0, "x.T4.example.com", "/"), Some("w4"));
+        assert_eq!(name(&t, 0, "t4.example.com", "/"), Some("root"));
     }
 
     #[test]
