@@ -191,18 +191,16 @@ async fn forward(
     let mut body = (!empty_body).then_some(incoming);
 
     // At most retries + 1 <= 11 attempts (config caps retries at 10).
-    let mut tried_buf = [usize::MAX; 11];
-    let mut attempts = 0;
+    let mut tried = [usize::MAX; 11];
     let mut last_error = None;
     for attempt in 0..=upstream.retries {
         let Some(index) = upstream
             .balancer
-            .pick(&upstream.endpoints, &tried_buf[..attempts])
+            .pick(&upstream.endpoints, &tried[..attempt as usize])
         else {
             break;
         };
-        tried_buf[attempts] = index;
-        attempts += 1;
+        tried[attempt as usize] = index;
         let endpoint = &upstream.endpoints[index];
         let inner = match body.take() {
             Some(incoming) => Some(incoming),
@@ -255,7 +253,7 @@ async fn forward(
                     && (empty_body || recover_body(&mut body, &slot))
                     && upstream
                         .balancer
-                        .pick(&upstream.endpoints, &tried_buf[..attempts])
+                        .pick(&upstream.endpoints, &tried[..=attempt as usize])
                         .is_some()
                 {
                     tracing::debug!(endpoint = %endpoint.address, %status, "retrying on status");
