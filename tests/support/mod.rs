@@ -284,30 +284,11 @@ impl Drop for Proxy {
 }
 
 /// A config with one listener on 127.0.0.1:0, one catch-all route and one
-/// upstream `app` over `backends`; `extra` is appended to the upstream table.
+/// upstream `app` over `backends`; `upstream_extra` is appended to the
+/// upstream table.
 pub fn simple_config(backends: &[&Backend], upstream_extra: &str) -> String {
-    let endpoints: Vec<String> = backends
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
-    format!(
-        r#"
-[admin]
-bind = ""
-
-[[listener]]
-name = "http"
-bind = "127.0.0.1:0"
-
-[[route]]
-upstream = "app"
-
-[upstream.app]
-endpoints = [{}]
-{upstream_extra}
-"#,
-        endpoints.join(", ")
-    )
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    config_for(&addrs, "", upstream_extra)
 }
 
 pub type HttpClient = Client<HttpConnector, Body>;
