@@ -321,3 +321,28 @@ fn demo_balances_across_three_endpoints() {
     running.signal("INT");
     assert_eq!(running.wait_exit(Duration::from_secs(10)), 0);
 }
+
+#[test]
+fn check_accepts_every_algorithm_of_the_schema() {
+    for (balance, key) in [
+        ("random", ""),
+        ("least_requests", ""),
+        ("peak_ewma", ""),
+        (
+            "consistent_hash",
+            "hash_key = \"cookie:session\"\nbounded_load = 1.25",
+        ),
+        ("maglev", "hash_key = \"client_ip\""),
+    ] {
+        let (_dir, path) = write_config(&format!(
+            "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nbalance = \"{balance}\"\n{key}\nendpoints = [{{ address = \"127.0.0.1:9\" }}]\n"
+        ));
+        let out = fulcrum(&["-c", path.to_str().unwrap(), "check"]);
+        assert!(
+            out.status.success(),
+            "{balance}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(balance));
+    }
+}
