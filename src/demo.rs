@@ -50,6 +50,11 @@ path_prefix = "/weighted"
 upstream = "weighted"
 
 [[route]]
+name = "sticky"
+path_prefix = "/sticky"
+upstream = "sticky"
+
+[[route]]
 name = "default"
 upstream = "demo"
 
@@ -58,6 +63,12 @@ endpoints = [{even}]
 
 [upstream.weighted]
 endpoints = [{weighted}]
+
+[upstream.sticky]
+balance = "consistent_hash"
+hash_key = "header:x-user-id"
+bounded_load = 1.25
+endpoints = [{even}]
 "#,
         even = endpoint_list(&[1, 1, 1]),
         weighted = endpoint_list(&[5, 1, 1]),
@@ -79,6 +90,10 @@ endpoints = [{weighted}]
     println!("  for i in 1 2 3 4 5 6; do curl -s http://{addr}/; done");
     println!("Smooth weighted round robin, weights 5:1:1 (alpha gets 5 of every 7):");
     println!("  for i in $(seq 7); do curl -s http://{addr}/weighted; done");
+    println!("Consistent hashing on the x-user-id header: each user sticks to one endpoint:");
+    println!(
+        "  for u in alice bob carol dave; do for i in 1 2 3; do curl -s -H \"x-user-id: $u\" http://{addr}/sticky; done; done"
+    );
     println!("HTTP/2 without TLS (prior knowledge):");
     println!("  curl -s --http2-prior-knowledge http://{addr}/");
     println!("A request no route matches is not possible here (the default route takes all);");

@@ -45,7 +45,7 @@ pub mod upstream;
 
 use config::Config;
 use listener::{BoundListener, ListenerError, Serving};
-use state::{BuildError, Shared, Snapshot};
+use state::{Shared, Snapshot};
 
 /// A proxy whose listeners are bound, ready to serve.
 pub struct Fulcrum {
@@ -59,15 +59,13 @@ pub struct Fulcrum {
 pub enum StartError {
     #[error(transparent)]
     Listener(#[from] ListenerError),
-    #[error(transparent)]
-    Build(#[from] BuildError),
 }
 
 impl Fulcrum {
     /// Builds the first snapshot and binds every listener. Must run inside a
     /// tokio runtime.
     pub fn bind(config: Config) -> Result<Self, StartError> {
-        let snapshot = Snapshot::build(&config, 1, None)?;
+        let snapshot = Snapshot::build(&config, 1, None);
         let listeners = config
             .listeners
             .iter()

@@ -164,6 +164,11 @@ async fn forward(
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, incoming) = req.into_parts();
+    // Hashed once, before headers are rewritten (the key is the client's).
+    let key = upstream
+        .balancer
+        .hash_key()
+        .and_then(|k| crate::balance::hash_key::hash(k, &parts, downstream.client.ip()));
     let path = parts
         .uri
         .path_and_query()
@@ -194,9 +199,10 @@ async fn forward(
     let mut tried = [usize::MAX; 11];
     let mut last_error = None;
     for attempt in 0..=upstream.retries {
-        let Some(index) = upstream
-            .balancer
-            .pick(&upstream.endpoints, &tried[..attempt as usize])
+        let Some(index) =
+            upstream
+                .balancer
+                .pick(&upstream.endpoints, key, &tried[..attempt as usize])
         else {
             break;
         };
@@ -232,6 +238,7 @@ async fn forward(
         };
 
         let in_flight = endpoint.state.start();
+        let sent = std::time::Instant::now();
         let outcome = tokio::time::timeout(
             upstream.response_timeout,
             endpoint.state.client.request(request),
@@ -239,6 +246,7 @@ async fn forward(
         .await;
         let failure = match outcome {
             Ok(Ok(mut response)) => {
+                endpoint.state.observe_latency(sent.elapsed());
                 let status = response.status();
                 let retry_status = match status {
                     StatusCode::BAD_GATEWAY => upstream.retry_on.status_502,
@@ -253,7 +261,7 @@ async fn forward(
                     && (empty_body || recover_body(&mut body, &slot))
                     && upstream
                         .balancer
-                        .pick(&upstream.endpoints, &tried[..=attempt as usize])
+                        .pick(&upstream.endpoints, key, &tried[..=attempt as usize])
                         .is_some()
                 {
                     tracing::debug!(endpoint = %endpoint.address, %status, "retrying on status");

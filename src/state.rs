@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::balance::Unsupported;
 use crate::config::{Config, ServerConfig};
 use crate::route::RouteTable;
 use crate::upstream::Upstream;
@@ -25,41 +24,25 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
 }
 
-/// A config that is valid but cannot run in this build.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("upstream.{upstream}.balance: {source}")]
-pub struct BuildError {
-    pub upstream: String,
-    #[source]
-    pub source: Unsupported,
-}
-
 impl Snapshot {
     /// Builds generation `generation` of `config`, reusing endpoint state
     /// (health, in-flight counts, pooled connections) of `previous` by
     /// (upstream name, endpoint address).
-    pub fn build(
-        config: &Config,
-        generation: u64,
-        previous: Option<&Snapshot>,
-    ) -> Result<Self, BuildError> {
+    pub fn build(config: &Config, generation: u64, previous: Option<&Snapshot>) -> Self {
         let upstreams = config
             .upstreams
             .iter()
             .map(|u| {
                 let old = previous.and_then(|p| p.upstreams.iter().find(|o| *o.name == *u.name));
-                Upstream::build(u, old).map_err(|source| BuildError {
-                    upstream: u.name.clone(),
-                    source,
-                })
+                Upstream::build(u, old)
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
+            .collect();
+        Self {
             generation,
             server: config.server.clone(),
             routes: RouteTable::build(config),
             upstreams,
-        })
+        }
     }
 }
 

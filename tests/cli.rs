@@ -318,6 +318,36 @@ fn demo_balances_across_three_endpoints() {
     for name in ["alpha", "beta", "gamma"] {
         assert_eq!(names.iter().filter(|n| *n == name).count(), 2, "{names:?}");
     }
+    // The sticky route keeps each user on one endpoint.
+    assert!(printed.contains("/sticky"), "{printed}");
+    let sticky = |user: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /sticky HTTP/1.1\r\nhost: demo\r\nx-user-id: {user}\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.lines()
+            .last()
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for user in ["alice", "bob", "carol", "dave"] {
+        let first = sticky(user);
+        assert!(
+            ["alpha", "beta", "gamma"].contains(&first.as_str()),
+            "{first}"
+        );
+        for _ in 0..3 {
+            assert_eq!(sticky(user), first, "{user}");
+        }
+    }
     running.signal("INT");
     assert_eq!(running.wait_exit(Duration::from_secs(10)), 0);
 }
@@ -344,5 +374,69 @@ fn check_accepts_every_algorithm_of_the_schema() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains(balance));
+    }
+}
+
+/// A loopback endpoint on its own thread that answers every request with
+/// `name` and closes the connection.
+fn named_endpoint(name: &'static str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
+                name.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn two_processes_on_the_same_config_map_keys_identically() {
+    let names = ["e1", "e2", "e3", "e4", "e5"];
+    let endpoints: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "{{ address = \"{}\", weight = {} }}",
+                named_endpoint(n),
+                i % 2 + 1
+            )
+        })
+        .collect();
+    for balance in ["consistent_hash", "maglev"] {
+        let (_dir, path) = write_config(&format!(
+            "[admin]\nbind = \"\"\n[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nbalance = \"{balance}\"\nhash_key = \"header:x-user\"\nendpoints = [{}]\n",
+            endpoints.join(", ")
+        ));
+        let (_first, a) = start(&path);
+        let (_second, b) = start(&path);
+        let ask = |addr: &str, key: usize| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            write!(
+                s,
+                "GET / HTTP/1.1\r\nhost: x\r\nx-user: user-{key}\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out.rsplit("\r\n").next().unwrap().to_string()
+        };
+        let mut spread = std::collections::BTreeMap::new();
+        for key in 0..1000 {
+            let (x, y) = (ask(&a, key), ask(&b, key));
+            assert_eq!(x, y, "{balance}: key user-{key}");
+            *spread.entry(x).or_insert(0) += 1;
+        }
+        assert_eq!(spread.len(), names.len(), "{balance}: {spread:?}");
     }
 }

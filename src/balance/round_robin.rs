@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::eligible;
 use crate::upstream::Endpoint;
 
 #[derive(Debug)]
@@ -33,7 +34,7 @@ impl RoundRobin {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..len)
             .map(|i| self.schedule[(start + i) % len] as usize)
-            .find(|&i| endpoints[i].state.is_usable() && !tried.contains(&i))
+            .find(|&i| eligible(endpoints, i, tried))
     }
 }
 

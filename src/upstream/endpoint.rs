@@ -1,8 +1,9 @@
 //! Per-endpoint runtime state: atomics that outlive a snapshot, and the
 //! guard that counts a request in flight.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::client::UpstreamClient;
 
@@ -27,6 +28,12 @@ pub struct EndpointState {
     weighted: AtomicBool,
     in_flight: AtomicU64,
     requests: AtomicU64,
+    /// Requests in flight on every endpoint of the upstream (bounded loads).
+    upstream_in_flight: Arc<AtomicU64>,
+    /// Peak-EWMA latency estimate in nanoseconds (f64 bits); 0 = none yet.
+    ewma_ns: AtomicU64,
+    /// When `ewma_ns` was last updated, in ns since the process epoch.
+    ewma_at: AtomicU64,
     pub client: UpstreamClient,
 }
 
@@ -35,13 +42,24 @@ pub struct EndpointState {
 #[derive(Debug)]
 pub struct InFlight(Arc<EndpointState>);
 
+/// Time constant of the peak-EWMA decay toward observed latencies.
+pub const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 impl EndpointState {
-    pub fn new(client: UpstreamClient, weight: u32) -> Self {
+    pub fn new(client: UpstreamClient, weight: u32, upstream_in_flight: Arc<AtomicU64>) -> Self {
         Self {
             healthy: AtomicBool::new(true),
             weighted: AtomicBool::new(weight > 0),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            upstream_in_flight,
+            ewma_ns: AtomicU64::new(0),
+            ewma_at: AtomicU64::new(0),
             client,
         }
     }
@@ -55,8 +73,18 @@ impl EndpointState {
         self.weighted.store(weight > 0, Ordering::Relaxed);
     }
 
+    /// Marks the endpoint healthy or not (active and passive checks).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The counter of requests in flight across the endpoint's upstream.
+    pub fn upstream_in_flight(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.upstream_in_flight)
     }
 
     /// Requests sent to this endpoint so far.
@@ -67,13 +95,48 @@ impl EndpointState {
     /// Starts counting one request.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.upstream_in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// The peak-EWMA latency estimate in nanoseconds; `None` before the
+    /// first response.
+    pub fn latency_estimate(&self) -> Option<f64> {
+        let bits = self.ewma_ns.load(Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    /// Feeds one observed latency (request sent to response headers) into
+    /// the peak-EWMA: a higher latency is taken at once (the peak), a lower
+    /// one pulls the estimate down with weight 1 - exp(-dt / EWMA_DECAY).
+    pub fn observe_latency(&self, latency: Duration) {
+        let now = epoch().elapsed().as_nanos() as u64;
+        self.observe_latency_at(latency, now);
+    }
+
+    /// [`EndpointState::observe_latency`] at an explicit time (ns since the
+    /// process epoch), for simulations.
+    pub fn observe_latency_at(&self, latency: Duration, now_ns: u64) {
+        let rtt = latency.as_nanos().max(1) as f64;
+        let previous = self.latency_estimate();
+        let then = self.ewma_at.swap(now_ns, Ordering::Relaxed);
+        let next = match previous {
+            Some(estimate) if rtt < estimate => {
+                let dt = now_ns.saturating_sub(then) as f64;
+                let w = (-dt / EWMA_DECAY.as_nanos() as f64).exp();
+                estimate * w + rtt * (1.0 - w)
+            }
+            _ => rtt,
+        };
+        // Racing updates may lose one observation; the estimate stays sound.
+        self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.upstream_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -2,9 +2,10 @@
 //! retry policy, as built for one snapshot.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use crate::balance::{Balancer, Unsupported};
+use crate::balance::Balancer;
 use crate::config::{Protocol, RetryOn, UpstreamConfig};
 
 pub mod client;
@@ -27,10 +28,11 @@ pub struct Upstream {
 
 impl Upstream {
     /// Builds the upstream, reusing endpoint state from `previous` by address.
-    pub fn build(
-        config: &UpstreamConfig,
-        previous: Option<&Upstream>,
-    ) -> Result<Self, Unsupported> {
+    pub fn build(config: &UpstreamConfig, previous: Option<&Upstream>) -> Self {
+        let in_flight = previous.and_then(|p| p.endpoints.first()).map_or_else(
+            || Arc::new(AtomicU64::new(0)),
+            |e| e.state.upstream_in_flight(),
+        );
         let endpoints: Vec<Endpoint> = config
             .endpoints
             .iter()
@@ -46,7 +48,11 @@ impl Upstream {
                         old.state.set_weight(e.weight);
                         Arc::clone(&old.state)
                     }
-                    None => Arc::new(EndpointState::new(client::build(config), e.weight)),
+                    None => Arc::new(EndpointState::new(
+                        client::build(config),
+                        e.weight,
+                        Arc::clone(&in_flight),
+                    )),
                 };
                 Endpoint {
                     authority: e.address.parse().expect("validated as host:port"),
@@ -56,15 +62,15 @@ impl Upstream {
                 }
             })
             .collect();
-        Ok(Self {
+        Self {
             name: config.name.as_str().into(),
-            balancer: Balancer::new(config, &endpoints)?,
+            balancer: Balancer::new(config, &endpoints, in_flight),
             endpoints,
             protocol: config.protocol,
             response_timeout: config.response_timeout,
             retries: config.retries,
             retry_on: config.retry_on,
             fail_open: config.fail_open,
-        })
+        }
     }
 }

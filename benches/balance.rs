@@ -1,0 +1,89 @@
+//! pick() per algorithm at N = 3, 100 and 1,000 endpoints, key extraction and
+//! hashing included for the hashing algorithms; ring and Maglev builds.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use fulcrum::balance::hash_key;
+use fulcrum::balance::{MaglevTable, Ring};
+use fulcrum::upstream::Upstream;
+
+fn upstream(balance: &str, n: usize) -> Upstream {
+    let endpoints: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "{{ address = \"10.{}.{}.{}:8080\" }}",
+                i / 62500,
+                i / 250 % 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let key = if matches!(balance, "consistent_hash" | "maglev") {
+        "hash_key = \"header:x-user-id\"\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[upstream.u]\nbalance = \"{balance}\"\n{key}endpoints = [{}]\n",
+        endpoints.join(", ")
+    );
+    let config = fulcrum::config::parse(Path::new("bench.toml"), &text).expect("valid");
+    Upstream::build(&config.upstreams[0], None)
+}
+
+fn picks(c: &mut Criterion) {
+    let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let requests: Vec<http::request::Parts> = (0..1024)
+        .map(|i| {
+            http::Request::get("/")
+                .header("x-user-id", format!("user-{i}"))
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        })
+        .collect();
+    let mut group = c.benchmark_group("pick");
+    for balance in [
+        "round_robin",
+        "random",
+        "least_requests",
+        "peak_ewma",
+        "consistent_hash",
+        "maglev",
+    ] {
+        for n in [3, 100, 1000] {
+            let u = upstream(balance, n);
+            let mut i = 0usize;
+            group.bench_with_input(BenchmarkId::new(balance, n), &n, |b, _| {
+                b.iter(|| {
+                    i = (i + 1) & 1023;
+                    let key = u
+                        .balancer
+                        .hash_key()
+                        .and_then(|k| hash_key::hash(k, &requests[i], client));
+                    black_box(u.balancer.pick(&u.endpoints, key, &[]))
+                })
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("build");
+    for n in [100, 1000] {
+        let u = upstream("round_robin", n);
+        group.bench_with_input(BenchmarkId::new("ring", n), &n, |b, _| {
+            b.iter(|| black_box(Ring::build(&u.endpoints)))
+        });
+        group.bench_with_input(BenchmarkId::new("maglev", n), &n, |b, _| {
+            b.iter(|| black_box(MaglevTable::build(&u.endpoints, |_| true)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, picks);
+criterion_main!(benches);
