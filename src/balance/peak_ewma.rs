@@ -1,5 +1,5 @@
-//! Peak EWMA: power of two choices on cost = latency estimate x (in-flight
-//! + 1), so a slow endpoint is avoided before its queue grows. Weights act
+//! Peak EWMA: power of two choices on cost = latency estimate x
+//! (in-flight + 1), so a slow endpoint is avoided before its queue grows. Weights act
 //! through the draw of the two candidates (in proportion to weight), not on
 //! the cost: dividing the cost by weight would starve a light endpoint at low
 //! concurrency and leave its estimate stale.
