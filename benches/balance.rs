@@ -47,6 +47,11 @@ fn picks(c: &mut Criterion) {
         })
         .collect();
     let mut group = c.benchmark_group("pick");
+    // The floor under round robin: the shared cursor's atomic increment.
+    let cursor = std::sync::atomic::AtomicUsize::new(0);
+    group.bench_function("baseline_atomic_fetch_add", |b| {
+        b.iter(|| black_box(cursor.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
+    });
     for balance in [
         "round_robin",
         "random",

@@ -1,7 +1,7 @@
 //! Per-endpoint runtime state: atomics that outlive a snapshot, and the
 //! guard that counts a request in flight.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,10 @@ pub struct Endpoint {
 /// What survives a reload for an endpoint kept by (upstream, address).
 #[derive(Debug)]
 pub struct EndpointState {
-    /// Not marked down by active checks and not ejected by passive ones.
-    healthy: AtomicBool,
-    /// False once the endpoint's weight is 0 (drained).
-    weighted: AtomicBool,
+    /// `HEALTHY` (not marked down by active checks, not ejected by passive
+    /// ones) and `WEIGHTED` (weight above 0): usable when both are set. One
+    /// byte, so the balancers read usability with one load.
+    flags: AtomicU8,
     in_flight: AtomicU64,
     requests: AtomicU64,
     /// Requests in flight on every endpoint of the upstream (bounded loads).
@@ -42,6 +42,9 @@ pub struct EndpointState {
 #[derive(Debug)]
 pub struct InFlight(Arc<EndpointState>);
 
+const HEALTHY: u8 = 1;
+const WEIGHTED: u8 = 2;
+
 /// Time constant of the peak-EWMA decay toward observed latencies.
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 
@@ -53,8 +56,7 @@ fn epoch() -> Instant {
 impl EndpointState {
     pub fn new(client: UpstreamClient, weight: u32, upstream_in_flight: Arc<AtomicU64>) -> Self {
         Self {
-            healthy: AtomicBool::new(true),
-            weighted: AtomicBool::new(weight > 0),
+            flags: AtomicU8::new(HEALTHY | if weight > 0 { WEIGHTED } else { 0 }),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             upstream_in_flight,
@@ -65,17 +67,26 @@ impl EndpointState {
     }
 
     /// Usable: healthy and weight above 0.
+    #[inline]
     pub fn is_usable(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.weighted.load(Ordering::Relaxed)
+        self.flags.load(Ordering::Relaxed) == HEALTHY | WEIGHTED
     }
 
     pub fn set_weight(&self, weight: u32) {
-        self.weighted.store(weight > 0, Ordering::Relaxed);
+        self.set_flag(WEIGHTED, weight > 0);
     }
 
     /// Marks the endpoint healthy or not (active and passive checks).
     pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+        self.set_flag(HEALTHY, healthy);
+    }
+
+    fn set_flag(&self, flag: u8, on: bool) {
+        if on {
+            self.flags.fetch_or(flag, Ordering::Relaxed);
+        } else {
+            self.flags.fetch_and(!flag, Ordering::Relaxed);
+        }
     }
 
     pub fn in_flight(&self) -> u64 {
