@@ -31,7 +31,11 @@ fn upstream(balance: &str, n: usize) -> Upstream {
         endpoints.join(", ")
     );
     let config = fulcrum::config::parse(Path::new("bench.toml"), &text).expect("valid");
-    Upstream::build(&config.upstreams[0], None)
+    Upstream::build(
+        &config.upstreams[0],
+        None,
+        &fulcrum::metrics::Metrics::disabled(),
+    )
 }
 
 fn picks(c: &mut Criterion) {

@@ -18,7 +18,12 @@ fn endpoints(addresses: &[String], weights: &[u32]) -> Vec<Endpoint> {
         list.join(", ")
     );
     let config = fulcrum::config::parse(Path::new("q.toml"), &text).expect("valid");
-    Upstream::build(&config.upstreams[0], None).endpoints
+    Upstream::build(
+        &config.upstreams[0],
+        None,
+        &fulcrum::metrics::Metrics::disabled(),
+    )
+    .endpoints
 }
 
 fn addresses(n: usize, set: usize) -> Vec<String> {
@@ -78,7 +83,11 @@ fn upstream(balance: &str, weights: &[u32], extra: &str) -> Upstream {
         list.join(", ")
     );
     let config = fulcrum::config::parse(Path::new("q.toml"), &text).expect("valid");
-    Upstream::build(&config.upstreams[0], None)
+    Upstream::build(
+        &config.upstreams[0],
+        None,
+        &fulcrum::metrics::Metrics::disabled(),
+    )
 }
 
 fn bounded_load_over_cap(requests: usize) -> (usize, usize) {

@@ -30,6 +30,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod access_log;
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;
@@ -37,14 +39,18 @@ pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod state;
 pub mod tls;
 pub mod upstream;
 
+use access_log::{AccessLog, Writer};
+use admin::AdminServer;
 use config::Config;
 use listener::{BoundListener, ListenerError, Serving};
+use metrics::Metrics;
 use state::{Shared, Snapshot};
 
 /// A proxy whose listeners are bound, ready to serve.
@@ -52,6 +58,8 @@ pub struct Fulcrum {
     config: Config,
     shared: Arc<Shared>,
     listeners: Vec<BoundListener>,
+    admin: Option<AdminServer>,
+    access_log_writer: Option<Writer>,
 }
 
 /// Why fulcrum could not start with a valid config.
@@ -59,26 +67,57 @@ pub struct Fulcrum {
 pub enum StartError {
     #[error(transparent)]
     Listener(#[from] ListenerError),
+    #[error("{0}")]
+    Admin(std::io::Error),
+    #[error("{0}")]
+    AccessLog(std::io::Error),
 }
 
 impl Fulcrum {
     /// Builds the first snapshot and binds every listener. Must run inside a
     /// tokio runtime.
     pub fn bind(config: Config) -> Result<Self, StartError> {
-        let snapshot = Snapshot::build(&config, 1, None);
+        Self::bind_with_metrics(config, Metrics::new())
+    }
+
+    /// [`Fulcrum::bind`] with a given registry ([`Metrics::disabled`] turns
+    /// recording off, for benchmarks).
+    pub fn bind_with_metrics(config: Config, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+        let snapshot = Snapshot::build(&config, 1, None, &metrics);
         let listeners = config
             .listeners
             .iter()
             .map(BoundListener::bind)
             .collect::<Result<Vec<_>, _>>()?;
+        let admin = match config.admin.bind {
+            Some(addr) => Some(
+                AdminServer::bind(addr, config.admin.token.clone()).map_err(StartError::Admin)?,
+            ),
+            None => None,
+        };
+        let (access_log, access_log_writer) =
+            match AccessLog::new(&config.access_log, &metrics).map_err(StartError::AccessLog)? {
+                Some((log, writer)) => (Some(log), Some(writer)),
+                None => (None, None),
+            };
         for l in &listeners {
             tracing::info!(listener = %l.name, addr = %l.local_addr, "listening");
         }
+        if let Some(admin) = &admin {
+            tracing::info!(listener = "admin", addr = %admin.local_addr, "admin API listening");
+        }
         Ok(Self {
-            shared: Shared::new(snapshot),
+            shared: Shared::new(snapshot, &config, metrics, access_log),
             config,
             listeners,
+            admin,
+            access_log_writer,
         })
+    }
+
+    /// The bound address of the admin API, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr)
     }
 
     /// The bound address of listener `name` (useful with port 0).
@@ -100,11 +139,24 @@ impl Fulcrum {
         });
         let accepting = TaskTracker::new();
         for listener in self.listeners {
+            if let Ok(mut connections) = self.shared.connections.lock() {
+                connections.push((Arc::clone(&listener.name), Arc::clone(&listener.open)));
+            }
             accepting.spawn(listener.serve(Arc::clone(&serving)));
         }
         accepting.close();
+        let admin_stop = CancellationToken::new();
+        if let Some(admin) = self.admin {
+            tokio::spawn(admin.serve(Arc::clone(&self.shared), None, admin_stop.clone()));
+        }
+        if let Some(writer) = self.access_log_writer {
+            tokio::spawn(writer.run());
+        }
         shutdown.await;
         tracing::info!("shutting down: no new connections; draining in-flight requests");
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         serving.shutdown.cancel();
         accepting.wait().await;
         serving.tracker.close();
@@ -120,6 +172,7 @@ impl Fulcrum {
         } else {
             tracing::info!("drained");
         }
+        admin_stop.cancel();
     }
 }
 

@@ -37,6 +37,8 @@ use crate::state::Shared;
 pub struct BoundListener {
     pub name: Arc<str>,
     pub local_addr: SocketAddr,
+    /// Open client connections (the downstream_connections gauge).
+    pub open: Arc<AtomicU64>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
 }
@@ -141,6 +143,7 @@ impl BoundListener {
         Ok(Self {
             name: config.name.as_str().into(),
             local_addr,
+            open: Arc::new(AtomicU64::new(0)),
             listener,
             tls,
         })
@@ -188,6 +191,8 @@ async fn serve_connection(
 ) {
     let limits = cx.shared.snapshot.load().server.clone();
     let activity = Arc::new(Activity::new());
+    listener.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenConnection(Arc::clone(&listener.open));
     match &listener.tls {
         None => {
             let io = Tracked::new(stream, &activity);
@@ -257,6 +262,7 @@ async fn serve_http<S>(
         let guard = RequestGuard::start(&service_activity, http2);
         let snapshot = shared.snapshot.load_full();
         let name = Arc::clone(&name);
+        let shared = Arc::clone(&shared);
         async move {
             let downstream = Downstream {
                 listener: snapshot.routes.listener_index(&name).unwrap_or(usize::MAX),
@@ -264,7 +270,7 @@ async fn serve_http<S>(
                 https,
                 conflicting_length,
             };
-            Ok::<_, Infallible>(proxy::handle(req, &downstream, &snapshot, guard).await)
+            Ok::<_, Infallible>(proxy::handle(req, &downstream, snapshot, guard, &shared).await)
         }
     });
 
@@ -317,6 +323,15 @@ async fn serve_http<S>(
                 }
             },
         }
+    }
+}
+
+/// Counts an open connection on its listener until dropped.
+struct OpenConnection(Arc<AtomicU64>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -16,11 +16,12 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::Entry;
 use crate::config::Protocol;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::listener::RequestGuard;
-use crate::state::Snapshot;
+use crate::state::{Shared, Snapshot};
 use crate::upstream::{InFlight, Upstream};
 
 /// What the request path needs to know of the downstream connection.
@@ -67,6 +68,8 @@ pub enum BodyError {
 #[derive(Debug)]
 pub struct ResponseBody {
     kind: Kind,
+    bytes: u64,
+    finish: Option<Finish>,
     _request: Option<RequestGuard>,
 }
 
@@ -94,21 +97,91 @@ enum RetryCause {
     Timeout,
 }
 
+/// What the request path learned, for metrics and the access log.
+#[derive(Debug, Default)]
+struct Outcome {
+    route: Option<usize>,
+    upstream: Option<Arc<str>>,
+    endpoint: Option<Arc<str>>,
+    attempts: u32,
+}
+
+/// Recorded when the response body is dropped (sent, or the client left):
+/// the request counter by status, the duration histogram, the access log.
+#[derive(Debug)]
+struct Finish {
+    snapshot: Arc<Snapshot>,
+    listener: usize,
+    route: Option<usize>,
+    status: u16,
+    started: std::time::Instant,
+    /// Present only when the access log is on.
+    log: Option<(Arc<Shared>, Box<Entry>)>,
+}
+
 /// Answers one request: never fails, every failure becomes a response.
 pub async fn handle(
     req: Request<Incoming>,
     downstream: &Downstream,
-    snapshot: &Snapshot,
+    snapshot: Arc<Snapshot>,
     guard: RequestGuard,
+    shared: &Arc<Shared>,
 ) -> Response<ResponseBody> {
-    let mut response = match forward(req, downstream, snapshot).await {
+    let started = std::time::Instant::now();
+    let entry = shared.access_log.as_ref().map(|_| {
+        Box::new(Entry {
+            time: std::time::SystemTime::now(),
+            client: downstream.client,
+            method: req.method().clone(),
+            host: req
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                .map(str::to_owned),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+            version: req.version(),
+            status: 0,
+            bytes: 0,
+            duration: Duration::ZERO,
+            route: None,
+            upstream: None,
+            endpoint: None,
+            attempts: 0,
+        })
+    });
+    let mut outcome = Outcome::default();
+    let mut response = match forward(req, downstream, &snapshot, &mut outcome).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, client = %downstream.client, "request answered by fulcrum");
             error.to_response()
         }
     };
-    response.body_mut()._request = Some(guard);
+    let status = response.status().as_u16();
+    let log = entry.map(|mut e| {
+        e.status = status;
+        e.route = outcome
+            .route
+            .map(|r| snapshot.routes.routes()[r].name.clone());
+        e.upstream = outcome.upstream;
+        e.endpoint = outcome.endpoint;
+        e.attempts = outcome.attempts;
+        (Arc::clone(shared), e)
+    });
+    let body = response.body_mut();
+    body._request = Some(guard);
+    body.finish = Some(Finish {
+        listener: downstream.listener,
+        route: outcome.route,
+        status,
+        started,
+        snapshot,
+        log,
+    });
     response
 }
 
@@ -116,6 +189,7 @@ async fn forward(
     mut req: Request<Incoming>,
     downstream: &Downstream,
     snapshot: &Snapshot,
+    outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let limits = &snapshot.server;
     if head_size(&req) > limits.max_header_bytes {
@@ -151,6 +225,8 @@ async fn forward(
         .find(downstream.listener, host, req.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let upstream = &snapshot.upstreams[route.upstream];
+    outcome.route = Some(route.index);
+    outcome.upstream = Some(upstream.name.clone());
 
     if limits.max_request_body > 0
         && content_length(&req).is_some_and(|n| n > limits.max_request_body)
@@ -208,6 +284,11 @@ async fn forward(
         };
         tried[attempt as usize] = index;
         let endpoint = &upstream.endpoints[index];
+        if attempt > 0 {
+            upstream.metrics.retries.increment(1);
+        }
+        outcome.attempts = attempt + 1;
+        outcome.endpoint = Some(endpoint.address.clone());
         let inner = match body.take() {
             Some(incoming) => Some(incoming),
             None if empty_body => None,
@@ -246,8 +327,12 @@ async fn forward(
         .await;
         let failure = match outcome {
             Ok(Ok(mut response)) => {
-                endpoint.state.observe_latency(sent.elapsed());
+                let latency = sent.elapsed();
+                endpoint.state.observe_latency(latency);
                 let status = response.status();
+                let m = &endpoint.state.metrics;
+                m.responses.get(status.as_u16()).increment(1);
+                m.response_duration.record(latency.as_secs_f64());
                 let retry_status = match status {
                     StatusCode::BAD_GATEWAY => upstream.retry_on.status_502,
                     StatusCode::SERVICE_UNAVAILABLE => upstream.retry_on.status_503,
@@ -276,7 +361,13 @@ async fn forward(
                 }
                 return Ok(respond(response, in_flight, false));
             }
-            Ok(Err(error)) => classify(error, upstream, &endpoint.address),
+            Ok(Err(error)) => {
+                let failure = classify(error, upstream, &endpoint.address);
+                if let Failure::Retryable(_, RetryCause::Connect) = failure {
+                    endpoint.state.metrics.connect_errors.increment(1);
+                }
+                failure
+            }
             Err(_elapsed) => Failure::Retryable(
                 ProxyError::ResponseTimeout {
                     upstream: upstream.name.clone(),
@@ -414,6 +505,8 @@ fn respond(
                 inner,
                 _in_flight: in_flight,
             },
+            bytes: 0,
+            finish: None,
             _request: None,
         },
     )
@@ -463,6 +556,8 @@ impl ResponseBody {
     pub fn full(data: Bytes) -> Self {
         Self {
             kind: Kind::Full(Some(data)),
+            bytes: 0,
+            finish: None,
             _request: None,
         }
     }
@@ -476,10 +571,17 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
-            Kind::Upstream { inner, .. } => Pin::new(inner).poll_frame(cx),
-            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        let this = self.get_mut();
+        let frame = match &mut this.kind {
+            Kind::Upstream { inner, .. } => ready!(Pin::new(inner).poll_frame(cx)),
+            Kind::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
+        };
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            this.bytes += data.len() as u64;
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -553,6 +655,26 @@ impl Body for RequestBody {
         self.inner
             .as_ref()
             .map_or(SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let Some(finish) = self.finish.take() else {
+            return;
+        };
+        let elapsed = finish.started.elapsed();
+        if let Some(m) = finish.snapshot.route_metrics(finish.listener, finish.route) {
+            m.requests.get(finish.status).increment(1);
+            m.duration.record(elapsed.as_secs_f64());
+        }
+        if let Some((shared, mut entry)) = finish.log
+            && let Some(log) = &shared.access_log
+        {
+            entry.bytes = self.bytes;
+            entry.duration = elapsed;
+            log.log(*entry);
+        }
     }
 }
 

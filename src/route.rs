@@ -11,6 +11,8 @@ use crate::config::{Config, HostPattern};
 /// A compiled route: what the request path needs once a route matched.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// Position in the config file (and in the snapshot's metric handles).
+    pub index: usize,
     pub name: String,
     /// Index into the snapshot's upstreams.
     pub upstream: usize,
@@ -59,7 +61,9 @@ impl RouteTable {
         let routes: Vec<Route> = config
             .routes
             .iter()
-            .map(|r| Route {
+            .enumerate()
+            .map(|(index, r)| Route {
+                index,
                 name: r.name.clone(),
                 upstream: r.upstream,
                 path_prefix: r.path_prefix.clone(),

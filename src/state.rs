@@ -1,11 +1,17 @@
 //! The snapshot: everything built from one config generation, behind the one
-//! `ArcSwap` that requests load once each.
+//! `ArcSwap` that requests load once each; and the state shared by the
+//! listeners, the admin API and (later) reload.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, ServerConfig};
+use crate::metrics::{self as m, CodeCounters, Metrics};
 use crate::route::RouteTable;
 use crate::upstream::Upstream;
 
@@ -16,25 +22,79 @@ pub struct Snapshot {
     pub server: ServerConfig,
     pub routes: RouteTable,
     pub upstreams: Vec<Upstream>,
+    /// `[listener][route]`; the last route slot of each listener counts
+    /// requests that matched no route (`route="none"`, `upstream="none"`).
+    pub request_metrics: Vec<Vec<RouteMetrics>>,
 }
 
-/// The state shared by listeners, requests and (later) the admin API.
+/// The handles of requests answered on one listener for one route.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub requests: CodeCounters,
+    pub duration: metrics::Histogram,
+}
+
+/// The state shared by listeners, requests, the admin API and reload.
 #[derive(Debug)]
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub config_path: PathBuf,
+    pub loaded_at: Mutex<SystemTime>,
+    /// The outcome of the last reload, if there was one.
+    pub last_reload: Mutex<Option<ReloadOutcome>>,
+    /// Set when a graceful shutdown starts (/readyz answers 503).
+    pub draining: AtomicBool,
+    /// Open client connections per listener name.
+    pub connections: Mutex<Vec<(Arc<str>, Arc<AtomicU64>)>>,
+    pub access_log: Option<AccessLog>,
+    generation: metrics::Gauge,
+}
+
+/// What the last reload did, for /status.
+#[derive(Debug, Clone)]
+pub struct ReloadOutcome {
+    pub ok: bool,
+    pub at: SystemTime,
+    pub error: Option<String>,
 }
 
 impl Snapshot {
     /// Builds generation `generation` of `config`, reusing endpoint state
-    /// (health, in-flight counts, pooled connections) of `previous` by
-    /// (upstream name, endpoint address).
-    pub fn build(config: &Config, generation: u64, previous: Option<&Snapshot>) -> Self {
-        let upstreams = config
+    /// (health, in-flight counts, pooled connections, metric handles) of
+    /// `previous` by (upstream name, endpoint address).
+    pub fn build(
+        config: &Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        let upstreams: Vec<Upstream> = config
             .upstreams
             .iter()
             .map(|u| {
                 let old = previous.and_then(|p| p.upstreams.iter().find(|o| *o.name == *u.name));
-                Upstream::build(u, old)
+                Upstream::build(u, old, metrics)
+            })
+            .collect();
+        let request_metrics = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut per_route: Vec<RouteMetrics> = config
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        RouteMetrics::new(
+                            metrics,
+                            &l.name,
+                            &r.name,
+                            &config.upstreams[r.upstream].name,
+                        )
+                    })
+                    .collect();
+                per_route.push(RouteMetrics::new(metrics, &l.name, "none", "none"));
+                per_route
             })
             .collect();
         Self {
@@ -42,14 +102,82 @@ impl Snapshot {
             server: config.server.clone(),
             routes: RouteTable::build(config),
             upstreams,
+            request_metrics,
+        }
+    }
+
+    /// The handles for a request on `listener` that matched `route` (`None`:
+    /// no route).
+    pub fn route_metrics(&self, listener: usize, route: Option<usize>) -> Option<&RouteMetrics> {
+        let per_route = self.request_metrics.get(listener)?;
+        per_route.get(route.unwrap_or(per_route.len() - 1))
+    }
+}
+
+impl RouteMetrics {
+    fn new(metrics: &Arc<Metrics>, listener: &str, route: &str, upstream: &str) -> Self {
+        Self {
+            requests: metrics.by_code(
+                m::REQUESTS_TOTAL,
+                &[
+                    ("listener", listener),
+                    ("route", route),
+                    ("upstream", upstream),
+                ],
+            ),
+            duration: metrics.histogram(
+                m::REQUEST_DURATION,
+                &[("route", route), ("upstream", upstream)],
+            ),
         }
     }
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot) -> Arc<Self> {
+    pub fn new(
+        snapshot: Snapshot,
+        config: &Config,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+    ) -> Arc<Self> {
+        let generation = metrics.gauge(m::CONFIG_GENERATION, &[]);
+        generation.set(snapshot.generation as f64);
+        for result in ["success", "failure"] {
+            metrics
+                .counter(m::CONFIG_RELOADS, &[("result", result)])
+                .absolute(0);
+        }
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            config_path: config.path.clone(),
+            loaded_at: Mutex::new(SystemTime::now()),
+            last_reload: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            connections: Mutex::new(Vec::new()),
+            access_log,
+            generation,
         })
+    }
+
+    /// The Prometheus exposition, with state-mirroring gauges set first.
+    pub fn render_metrics(&self) -> String {
+        let snapshot = self.snapshot.load();
+        for upstream in &snapshot.upstreams {
+            upstream.update_gauges();
+        }
+        self.generation.set(snapshot.generation as f64);
+        if let Ok(connections) = self.connections.lock() {
+            for (name, open) in connections.iter() {
+                self.metrics
+                    .gauge(m::DOWNSTREAM_CONNECTIONS, &[("listener", name)])
+                    .set(open.load(Ordering::Relaxed) as f64);
+            }
+        }
+        self.metrics.render()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }

@@ -38,7 +38,11 @@ endpoints = [
 
 fn mapping(upstream: &str) -> String {
     let config = fulcrum::config::parse(Path::new("golden.toml"), CONFIG).unwrap();
-    let u = Upstream::build(config.upstream(upstream).unwrap(), None);
+    let u = Upstream::build(
+        config.upstream(upstream).unwrap(),
+        None,
+        &fulcrum::metrics::Metrics::disabled(),
+    );
     let mut out = String::new();
     for i in 0..1000 {
         let key = format!("user-{i}");

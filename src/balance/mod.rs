@@ -154,6 +154,11 @@ pub(crate) mod testing {
                     crate::upstream::client::build(&config),
                     *w,
                     Arc::clone(&counter),
+                    crate::upstream::EndpointMetrics::new(
+                        &crate::metrics::Metrics::disabled(),
+                        "u",
+                        address,
+                    ),
                 )),
             })
             .collect()

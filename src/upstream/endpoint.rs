@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Gauge, Histogram};
+
 use super::client::UpstreamClient;
+use crate::metrics::{self as m, CodeCounters, Metrics};
 
 /// One endpoint as the current snapshot sees it: its configured address and
 /// weight, and the state shared with every snapshot that keeps it.
@@ -35,6 +38,22 @@ pub struct EndpointState {
     /// When `ewma_ns` was last updated, in ns since the process epoch.
     ewma_at: AtomicU64,
     pub client: UpstreamClient,
+    pub metrics: EndpointMetrics,
+}
+
+/// The metric handles of one endpoint, registered when it is created.
+#[derive(Debug)]
+pub struct EndpointMetrics {
+    pub responses: CodeCounters,
+    pub response_duration: Histogram,
+    pub connect_errors: Counter,
+    pub in_flight: Gauge,
+    pub usable: Gauge,
+    pub to_usable: Counter,
+    pub to_unusable: Counter,
+    pub ejections: Counter,
+    pub checks_passed: Counter,
+    pub checks_failed: Counter,
 }
 
 /// Counts one request in flight on an endpoint until dropped, whatever way
@@ -54,8 +73,14 @@ fn epoch() -> Instant {
 }
 
 impl EndpointState {
-    pub fn new(client: UpstreamClient, weight: u32, upstream_in_flight: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        client: UpstreamClient,
+        weight: u32,
+        upstream_in_flight: Arc<AtomicU64>,
+        metrics: EndpointMetrics,
+    ) -> Self {
         Self {
+            metrics,
             flags: AtomicU8::new(HEALTHY | if weight > 0 { WEIGHTED } else { 0 }),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -142,6 +167,27 @@ impl EndpointState {
         };
         // Racing updates may lose one observation; the estimate stays sound.
         self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
+    }
+}
+
+impl EndpointMetrics {
+    pub fn new(metrics: &Arc<Metrics>, upstream: &str, endpoint: &str) -> Self {
+        let labels = [("upstream", upstream), ("endpoint", endpoint)];
+        let with = |key: &'static str, value: &'static str| {
+            [("upstream", upstream), ("endpoint", endpoint), (key, value)]
+        };
+        Self {
+            responses: metrics.by_code(m::UPSTREAM_REQUESTS_TOTAL, &labels),
+            response_duration: metrics.histogram(m::UPSTREAM_RESPONSE_DURATION, &labels),
+            connect_errors: metrics.counter(m::UPSTREAM_CONNECT_ERRORS, &labels),
+            in_flight: metrics.gauge(m::UPSTREAM_IN_FLIGHT, &labels),
+            usable: metrics.gauge(m::ENDPOINT_USABLE, &labels),
+            to_usable: metrics.counter(m::ENDPOINT_STATE_CHANGES, &with("to", "usable")),
+            to_unusable: metrics.counter(m::ENDPOINT_STATE_CHANGES, &with("to", "unusable")),
+            ejections: metrics.counter(m::ENDPOINT_EJECTIONS, &labels),
+            checks_passed: metrics.counter(m::HEALTH_CHECKS, &with("result", "pass")),
+            checks_failed: metrics.counter(m::HEALTH_CHECKS, &with("result", "fail")),
+        }
     }
 }
 

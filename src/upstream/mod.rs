@@ -11,12 +11,15 @@ use crate::config::{Protocol, RetryOn, UpstreamConfig};
 pub mod client;
 mod endpoint;
 
-pub use endpoint::{Endpoint, EndpointState, InFlight};
+pub use endpoint::{Endpoint, EndpointMetrics, EndpointState, InFlight};
+
+use crate::metrics::{self as m, Metrics};
 
 /// One upstream of a snapshot.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: Arc<str>,
+    pub balance: crate::config::BalanceKind,
     pub endpoints: Vec<Endpoint>,
     pub balancer: Balancer,
     pub protocol: Protocol,
@@ -24,11 +27,24 @@ pub struct Upstream {
     pub retries: u32,
     pub retry_on: RetryOn,
     pub fail_open: bool,
+    pub metrics: UpstreamMetrics,
+}
+
+/// The metric handles of one upstream.
+#[derive(Debug)]
+pub struct UpstreamMetrics {
+    pub retries: metrics::Counter,
+    pub usable_endpoints: metrics::Gauge,
+    pub failing_open: metrics::Gauge,
 }
 
 impl Upstream {
     /// Builds the upstream, reusing endpoint state from `previous` by address.
-    pub fn build(config: &UpstreamConfig, previous: Option<&Upstream>) -> Self {
+    pub fn build(
+        config: &UpstreamConfig,
+        previous: Option<&Upstream>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
         let in_flight = previous.and_then(|p| p.endpoints.first()).map_or_else(
             || Arc::new(AtomicU64::new(0)),
             |e| e.state.upstream_in_flight(),
@@ -52,6 +68,7 @@ impl Upstream {
                         client::build(config),
                         e.weight,
                         Arc::clone(&in_flight),
+                        EndpointMetrics::new(metrics, &config.name, &e.address),
                     )),
                 };
                 Endpoint {
@@ -64,6 +81,7 @@ impl Upstream {
             .collect();
         Self {
             name: config.name.as_str().into(),
+            balance: config.balance,
             balancer: Balancer::new(config, &endpoints, in_flight),
             endpoints,
             protocol: config.protocol,
@@ -71,6 +89,26 @@ impl Upstream {
             retries: config.retries,
             retry_on: config.retry_on,
             fail_open: config.fail_open,
+            metrics: UpstreamMetrics {
+                retries: metrics.counter(m::UPSTREAM_RETRIES, &[("upstream", &config.name)]),
+                usable_endpoints: metrics
+                    .gauge(m::UPSTREAM_USABLE_ENDPOINTS, &[("upstream", &config.name)]),
+                failing_open: metrics
+                    .gauge(m::UPSTREAM_FAILING_OPEN, &[("upstream", &config.name)]),
+            },
         }
+    }
+
+    /// Sets the gauges that mirror state (read at scrape time).
+    pub fn update_gauges(&self) {
+        let mut usable = 0;
+        for e in &self.endpoints {
+            let ok = e.state.is_usable();
+            usable += usize::from(ok);
+            e.state.metrics.in_flight.set(e.state.in_flight() as f64);
+            e.state.metrics.usable.set(if ok { 1.0 } else { 0.0 });
+        }
+        self.metrics.usable_endpoints.set(usable as f64);
+        self.metrics.failing_open.set(0.0);
     }
 }

@@ -218,6 +218,7 @@ pub fn pattern(n: usize) -> Vec<u8> {
 /// A fulcrum running in this test's runtime.
 pub struct Proxy {
     addrs: Vec<(String, SocketAddr)>,
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
 }
@@ -235,6 +236,7 @@ impl Proxy {
             fulcrum::config::parse(Path::new("test.toml"), toml).map_err(|e| e.to_string())?;
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let proxy = fulcrum::Fulcrum::bind(config).map_err(|e| e.to_string())?;
+        let admin = proxy.admin_addr();
         let addrs = names
             .into_iter()
             .map(|n| {
@@ -248,6 +250,7 @@ impl Proxy {
         }));
         Ok(Self {
             addrs,
+            admin,
             stop: Some(tx),
             done: Some(done),
         })

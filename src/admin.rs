@@ -1,0 +1,235 @@
+//! The admin API (SPEC §3): /metrics, /healthz, /readyz, /status, /reload,
+//! on `admin.bind`, with an optional bearer token compared in constant time.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Shared;
+
+/// The admin listener, bound.
+pub struct AdminServer {
+    listener: TcpListener,
+    pub local_addr: SocketAddr,
+    token: Option<String>,
+}
+
+/// Runs a reload and answers with the new generation or the error; absent
+/// until hot reload is wired in.
+pub type ReloadFn = Arc<dyn Fn() -> Result<u64, String> + Send + Sync>;
+
+impl AdminServer {
+    /// Binds `addr`; the error names the admin listener.
+    pub fn bind(addr: SocketAddr, token: Option<String>) -> std::io::Result<Self> {
+        let std = std::net::TcpListener::bind(addr).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("admin: cannot bind {addr}: {e}"))
+        })?;
+        std.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(std)?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            token,
+        })
+    }
+
+    /// Serves until `stop` is cancelled.
+    pub async fn serve(
+        self,
+        shared: Arc<Shared>,
+        reload: Option<ReloadFn>,
+        stop: CancellationToken,
+    ) {
+        let token = Arc::new(self.token);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "admin accept failed");
+                        continue;
+                    }
+                },
+                () = stop.cancelled() => return,
+            };
+            let shared = Arc::clone(&shared);
+            let token = Arc::clone(&token);
+            let reload = reload.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let response = answer(&req, &shared, token.as_deref(), reload.as_ref());
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+    }
+}
+
+fn answer(
+    req: &Request<Incoming>,
+    shared: &Shared,
+    token: Option<&str>,
+    reload: Option<&ReloadFn>,
+) -> Response<Full<Bytes>> {
+    if let Some(token) = token
+        && !authorized(req, token)
+    {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "401 Unauthorized: admin API needs Authorization: Bearer <admin.token>\n",
+        );
+        r.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let mut r = text(StatusCode::OK, shared.render_metrics());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET | &Method::HEAD, "/readyz") => {
+            if shared.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                text(StatusCode::OK, "ready\n")
+            }
+        }
+        (&Method::GET | &Method::HEAD, "/status") => json_response(StatusCode::OK, &status(shared)),
+        (&Method::POST, "/reload") => match reload {
+            None => json_response(
+                StatusCode::NOT_IMPLEMENTED,
+                &json!({ "error": "hot reload is not available in this build; restart to apply a new config" }),
+            ),
+            Some(reload) => match reload() {
+                Ok(generation) => {
+                    json_response(StatusCode::OK, &json!({ "generation": generation }))
+                }
+                Err(error) => {
+                    json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "error": error }))
+                }
+            },
+        },
+        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "404 Not Found: admin paths are /metrics /healthz /readyz /status /reload\n",
+        ),
+    }
+}
+
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    given.ct_eq(token.as_bytes()).into()
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{value}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The /status document (SPEC §3).
+pub fn status(shared: &Shared) -> Value {
+    let snapshot = shared.snapshot.load();
+    let upstreams: serde_json::Map<String, Value> = snapshot
+        .upstreams
+        .iter()
+        .map(|u| {
+            let endpoints: Vec<Value> = u
+                .endpoints
+                .iter()
+                .map(|e| {
+                    json!({
+                        "address": &*e.address,
+                        "weight": e.weight,
+                        "usable": e.state.is_usable(),
+                        "health": { "state": "unchecked", "streak": 0, "last_probe": null },
+                        "ejected_until": null,
+                        "ejection_cause": null,
+                        "in_flight": e.state.in_flight(),
+                        "requests": e.state.requests(),
+                    })
+                })
+                .collect();
+            let usable = u.endpoints.iter().filter(|e| e.state.is_usable()).count();
+            (
+                u.name.to_string(),
+                json!({
+                    "balance": u.balance.as_str(),
+                    "fail_open": u.fail_open,
+                    "failing_open": false,
+                    "usable_endpoints": usable,
+                    "endpoints": endpoints,
+                }),
+            )
+        })
+        .collect();
+    let last_reload = shared
+        .last_reload
+        .lock()
+        .ok()
+        .and_then(|r| r.clone())
+        .map(|r| json!({ "ok": r.ok, "at": rfc3339(r.at), "error": r.error }));
+    let loaded_at = shared
+        .loaded_at
+        .lock()
+        .map(|t| rfc3339(*t))
+        .unwrap_or_default();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "generation": snapshot.generation,
+        "config_path": shared.config_path.display().to_string(),
+        "loaded_at": loaded_at,
+        "last_reload": last_reload,
+        "draining": shared.is_draining(),
+        "upstreams": upstreams,
+    })
+}
