@@ -15,7 +15,11 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Check => return check(&cli),
         Command::Run => run(&cli),
-        Command::Demo => runtime(0).and_then(|rt| rt.block_on(fulcrum::demo::run())),
+        Command::Demo => runtime(0).and_then(|rt| {
+            let result = rt.block_on(fulcrum::demo::run());
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,11 +66,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     };
     let rt = runtime(config.server.workers)?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let proxy = fulcrum::Fulcrum::bind(config)?;
         proxy.serve(fulcrum::shutdown_signal()).await;
         Ok(())
-    })
+    });
+    // A writer stuck on a blocked file (a full pipe, a hung disk) must not
+    // keep the process from exiting once the drain is over.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {

@@ -31,7 +31,14 @@ impl RoundRobin {
         if len == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // A retry reads the cursor without taking a turn: otherwise every
+        // retry would shift the schedule, and with a dead endpoint in a pool
+        // of two, every request would try the dead one first.
+        let start = if tried.is_empty() {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.next.load(Ordering::Relaxed)
+        };
         (0..len)
             .map(|i| self.schedule[(start + i) % len] as usize)
             .find(|&i| eligible(endpoints, i, tried))
@@ -66,6 +73,19 @@ mod tests {
     #[test]
     fn nginx_order_for_5_1_1() {
         assert_eq!(smooth_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn retries_do_not_take_a_turn() {
+        let eps = crate::balance::testing::endpoints(&[1, 1]);
+        let rr = RoundRobin::new(&eps);
+        let mut first_attempts = Vec::new();
+        for _ in 0..6 {
+            let first = rr.pick(&eps, &[]).unwrap();
+            first_attempts.push(first);
+            assert_eq!(rr.pick(&eps, &[first]), Some(1 - first));
+        }
+        assert_eq!(first_attempts, [0, 1, 0, 1, 0, 1]);
     }
 
     #[test]
