@@ -1,6 +1,7 @@
 //! One proxied request on loopback through a real fulcrum to a real hyper
-//! endpoint, next to the same request sent directly to the endpoint, so the
-//! proxy's added cost is read as a ratio from one run.
+//! endpoint, next to the same request sent directly to the endpoint, and
+//! through a fulcrum whose metric handles do nothing, so the proxy's added
+//! cost and the metrics' share of it are read as ratios from one run.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,20 +43,29 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (direct, proxied) = rt.block_on(async {
+    let (direct, proxied, unmetered) = rt.block_on(async {
         let upstream = endpoint().await;
         let config = format!(
             "[admin]\nbind = \"\"\n[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{{ address = \"{upstream}\" }}]\n"
         );
-        let config = fulcrum::config::parse(Path::new("bench.toml"), &config).unwrap();
-        let proxy = fulcrum::Fulcrum::bind(config).unwrap();
-        let addr = proxy.local_addr("l").unwrap();
-        tokio::spawn(proxy.serve(std::future::pending()));
-        (upstream, addr)
+        let start = |metrics| {
+            let config = fulcrum::config::parse(Path::new("bench.toml"), &config).unwrap();
+            let proxy = fulcrum::Fulcrum::bind_with_metrics(config, metrics).unwrap();
+            let addr = proxy.local_addr("l").unwrap();
+            tokio::spawn(proxy.serve(std::future::pending()));
+            addr
+        };
+        let metered = start(fulcrum::metrics::Metrics::new());
+        let unmetered = start(fulcrum::metrics::Metrics::disabled());
+        (upstream, metered, unmetered)
     });
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut group = c.benchmark_group("request_12B");
-    for (name, addr) in [("direct", direct), ("through_fulcrum", proxied)] {
+    for (name, addr) in [
+        ("direct", direct),
+        ("through_fulcrum", proxied),
+        ("through_fulcrum_without_metrics", unmetered),
+    ] {
         let uri: hyper::Uri = format!("http://{addr}/").parse().unwrap();
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -440,3 +440,17 @@ fn two_processes_on_the_same_config_map_keys_identically() {
         assert_eq!(spread.len(), names.len(), "{balance}: {spread:?}");
     }
 }
+
+#[test]
+fn check_rejects_a_public_admin_bind_without_a_token() {
+    let (_dir, path) = write_config(
+        "[admin]\nbind = \"0.0.0.0:9901\"\n[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{ address = \"127.0.0.1:9\" }]\n",
+    );
+    let out = fulcrum(&["-c", path.to_str().unwrap(), "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:8: admin.token: required when admin.bind (0.0.0.0:9901) is not a loopback address", path.display())),
+        "{stderr}"
+    );
+}

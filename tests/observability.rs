@@ -511,3 +511,38 @@ async fn blocked_writer() {
         "requests took {elapsed:?}"
     );
 }
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/fulcrum.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let known = [
+        "fulcrum_requests_total",
+        "fulcrum_request_duration_seconds_bucket",
+        "fulcrum_upstream_response_duration_seconds_bucket",
+        "fulcrum_upstream_usable_endpoints",
+        "fulcrum_upstream_in_flight",
+        "fulcrum_upstream_retries_total",
+        "fulcrum_upstream_connect_errors_total",
+        "fulcrum_downstream_connections",
+        "fulcrum_config_reloads_total",
+        "fulcrum_config_generation",
+    ];
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("fulcrum_") {
+                    assert!(
+                        known.contains(&word),
+                        "dashboard queries unknown metric {word}"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+    }
+    assert!(queried >= 10);
+}
