@@ -187,13 +187,29 @@ pub fn status(shared: &Shared) -> Value {
                 .endpoints
                 .iter()
                 .map(|e| {
+                    let h = e.state.health();
+                    let state = match (h.checked, h.down) {
+                        (None, _) => "unchecked",
+                        (Some(_), true) => "down",
+                        (Some(_), false) => "up",
+                    };
+                    let last_probe = h.last_probe.as_ref().map(|p| {
+                        json!({
+                            "status": p.status,
+                            "latency_ms": (p.latency.as_secs_f64() * 1e6).round() / 1e3,
+                            "at": rfc3339(p.at),
+                            "error": p.error,
+                        })
+                    });
+                    let ejected_until = h.ejected_until.map(rfc3339);
+                    let ejection_cause = ejected_until.as_ref().and(h.ejection_cause.clone());
                     json!({
                         "address": &*e.address,
                         "weight": e.weight,
                         "usable": e.state.is_usable(),
-                        "health": { "state": "unchecked", "streak": 0, "last_probe": null },
-                        "ejected_until": null,
-                        "ejection_cause": null,
+                        "health": { "state": state, "streak": h.streak, "last_probe": last_probe },
+                        "ejected_until": ejected_until,
+                        "ejection_cause": ejection_cause,
                         "in_flight": e.state.in_flight(),
                         "requests": e.state.requests(),
                     })
@@ -205,7 +221,7 @@ pub fn status(shared: &Shared) -> Value {
                 json!({
                     "balance": u.balance.as_str(),
                     "fail_open": u.fail_open,
-                    "failing_open": false,
+                    "failing_open": u.failing_open.load(std::sync::atomic::Ordering::Relaxed),
                     "usable_endpoints": usable,
                     "endpoints": endpoints,
                 }),

@@ -152,6 +152,9 @@ impl Fulcrum {
         if let Some(writer) = self.access_log_writer {
             tokio::spawn(writer.run());
         }
+        if let Ok(mut health) = self.shared.health.lock() {
+            health.sync(&self.shared, &self.shared.snapshot.load());
+        }
         shutdown.await;
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         self.shared
@@ -173,6 +176,9 @@ impl Fulcrum {
             tracing::info!("drained");
         }
         admin_stop.cancel();
+        if let Ok(mut health) = self.shared.health.lock() {
+            health.stop();
+        }
     }
 }
 

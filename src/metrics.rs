@@ -33,6 +33,7 @@ pub const CONFIG_GENERATION: &str = "fulcrum_config_generation";
 pub const UPSTREAM_FAILING_OPEN: &str = "fulcrum_upstream_failing_open";
 pub const BUILD_INFO: &str = "fulcrum_build_info";
 pub const ACCESS_LOG_DROPPED: &str = "fulcrum_access_log_dropped_total";
+pub const UPSTREAM_FAIL_OPEN_REQUESTS: &str = "fulcrum_upstream_fail_open_requests_total";
 
 /// Histogram buckets in seconds: 0.5 ms to 30 s.
 pub const BUCKETS: &[f64] = &[

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::listener::RequestGuard;
 use crate::state::{Shared, Snapshot};
-use crate::upstream::{InFlight, Upstream};
+use crate::upstream::{InFlight, Upstream, health};
 
 /// What the request path needs to know of the downstream connection.
 #[derive(Debug)]
@@ -154,7 +155,7 @@ pub async fn handle(
         })
     });
     let mut outcome = Outcome::default();
-    let mut response = match forward(req, downstream, &snapshot, &mut outcome).await {
+    let mut response = match forward(req, downstream, &snapshot, shared, &mut outcome).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, client = %downstream.client, "request answered by fulcrum");
@@ -189,6 +190,7 @@ async fn forward(
     mut req: Request<Incoming>,
     downstream: &Downstream,
     snapshot: &Snapshot,
+    shared: &Arc<Shared>,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let limits = &snapshot.server;
@@ -275,11 +277,20 @@ async fn forward(
     let mut tried = [usize::MAX; 11];
     let mut last_error = None;
     for attempt in 0..=upstream.retries {
-        let Some(index) =
-            upstream
-                .balancer
-                .pick(&upstream.endpoints, key, &tried[..attempt as usize])
-        else {
+        let picked = upstream
+            .balancer
+            .pick(&upstream.endpoints, key, &tried[..attempt as usize]);
+        if upstream.fail_open && attempt == 0 {
+            upstream.note_failing_open(picked.is_none());
+        }
+        let picked = match picked {
+            None if upstream.fail_open && upstream.failing_open.load(Ordering::Relaxed) => {
+                upstream.metrics.fail_open_requests.increment(1);
+                upstream.pick_failing_open(&tried[..attempt as usize])
+            }
+            picked => picked,
+        };
+        let Some(index) = picked else {
             break;
         };
         tried[attempt as usize] = index;
@@ -333,6 +344,12 @@ async fn forward(
                 let m = &endpoint.state.metrics;
                 m.responses.get(status.as_u16()).increment(1);
                 m.response_duration.record(latency.as_secs_f64());
+                if upstream.outlier.is_some() {
+                    let cause = status
+                        .is_server_error()
+                        .then(|| format!("status {}", status.as_u16()));
+                    health::passive_result(shared, upstream, index, cause.as_deref());
+                }
                 let retry_status = match status {
                     StatusCode::BAD_GATEWAY => upstream.retry_on.status_502,
                     StatusCode::SERVICE_UNAVAILABLE => upstream.retry_on.status_503,
@@ -363,8 +380,16 @@ async fn forward(
             }
             Ok(Err(error)) => {
                 let failure = classify(error, upstream, &endpoint.address);
-                if let Failure::Retryable(_, RetryCause::Connect) = failure {
-                    endpoint.state.metrics.connect_errors.increment(1);
+                let cause = match &failure {
+                    Failure::Retryable(_, RetryCause::Connect) => {
+                        endpoint.state.metrics.connect_errors.increment(1);
+                        Some("connect error")
+                    }
+                    Failure::Retryable(_, RetryCause::Reset) => Some("reset or invalid response"),
+                    Failure::Retryable(_, RetryCause::Timeout) | Failure::Final(_) => None,
+                };
+                if cause.is_some() {
+                    health::passive_result(shared, upstream, index, cause);
                 }
                 failure
             }

@@ -48,6 +48,8 @@ pub struct Shared {
     /// Open client connections per listener name.
     pub connections: Mutex<Vec<(Arc<str>, Arc<AtomicU64>)>>,
     pub access_log: Option<AccessLog>,
+    /// Active health-check tasks.
+    pub health: Mutex<crate::upstream::health::Supervisor>,
     generation: metrics::Gauge,
 }
 
@@ -156,6 +158,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             connections: Mutex::new(Vec::new()),
             access_log,
+            health: Mutex::default(),
             generation,
         })
     }

@@ -151,8 +151,10 @@ pub(crate) mod testing {
                 authority: address.parse().unwrap(),
                 weight: *w,
                 state: Arc::new(EndpointState::new(
+                    ("u", address),
                     crate::upstream::client::build(&config),
                     *w,
+                    false,
                     Arc::clone(&counter),
                     crate::upstream::EndpointMetrics::new(
                         &crate::metrics::Metrics::disabled(),

@@ -1,13 +1,14 @@
 //! Per-endpoint runtime state: atomics that outlive a snapshot, and the
 //! guard that counts a request in flight.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{Counter, Gauge, Histogram};
 
 use super::client::UpstreamClient;
+use super::outlier::Outlier;
 use crate::metrics::{self as m, CodeCounters, Metrics};
 
 /// One endpoint as the current snapshot sees it: its configured address and
@@ -25,10 +26,17 @@ pub struct Endpoint {
 /// What survives a reload for an endpoint kept by (upstream, address).
 #[derive(Debug)]
 pub struct EndpointState {
+    pub upstream: Arc<str>,
+    pub address: Arc<str>,
     /// `HEALTHY` (not marked down by active checks, not ejected by passive
     /// ones) and `WEIGHTED` (weight above 0): usable when both are set. One
     /// byte, so the balancers read usability with one load.
     flags: AtomicU8,
+    /// Health details behind the flag, for /status and state changes.
+    health: Mutex<Health>,
+    /// Set by a failure, so that a success takes the health lock only when
+    /// there is a streak to end.
+    failing: AtomicBool,
     in_flight: AtomicU64,
     requests: AtomicU64,
     /// Requests in flight on every endpoint of the upstream (bounded loads).
@@ -39,6 +47,32 @@ pub struct EndpointState {
     ewma_at: AtomicU64,
     pub client: UpstreamClient,
     pub metrics: EndpointMetrics,
+}
+
+/// Active and passive health of an endpoint.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// `None` until the first probe (or without active checks).
+    pub checked: Option<bool>,
+    /// Marked down by active checks.
+    pub down: bool,
+    /// Consecutive probe results of the current kind.
+    pub streak: u32,
+    pub last_probe: Option<Probe>,
+    pub outlier: Outlier,
+    /// Why the current (or last) ejection happened.
+    pub ejection_cause: Option<String>,
+    /// The wall-clock end of the current ejection, for /status.
+    pub ejected_until: Option<SystemTime>,
+}
+
+/// One active probe's result.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub status: Option<u16>,
+    pub latency: Duration,
+    pub at: SystemTime,
+    pub error: Option<String>,
 }
 
 /// The metric handles of one endpoint, registered when it is created.
@@ -73,15 +107,27 @@ fn epoch() -> Instant {
 }
 
 impl EndpointState {
+    /// A new endpoint; `initially_down` for `health_check.initial =
+    /// "unusable"` (unusable until its first probe passes).
     pub fn new(
+        address: (&str, &str),
         client: UpstreamClient,
         weight: u32,
+        initially_down: bool,
         upstream_in_flight: Arc<AtomicU64>,
         metrics: EndpointMetrics,
     ) -> Self {
+        let up = if initially_down { 0 } else { HEALTHY };
         Self {
+            upstream: address.0.into(),
+            address: address.1.into(),
             metrics,
-            flags: AtomicU8::new(HEALTHY | if weight > 0 { WEIGHTED } else { 0 }),
+            flags: AtomicU8::new(up | if weight > 0 { WEIGHTED } else { 0 }),
+            health: Mutex::new(Health {
+                down: initially_down,
+                ..Health::default()
+            }),
+            failing: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             upstream_in_flight,
@@ -116,6 +162,49 @@ impl EndpointState {
 
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The health details (brief lock; never held across an await).
+    pub fn health(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the usable flag from `health`; on a change, logs it once with
+    /// `cause` and counts it. Returns whether usability changed.
+    pub fn refresh(&self, health: &Health, cause: &str) -> bool {
+        let healthy = !health.down && health.outlier.ejected_until.is_none();
+        let was = self.flags.load(Ordering::Relaxed) & HEALTHY != 0;
+        if healthy == was {
+            return false;
+        }
+        self.set_healthy(healthy);
+        let weighted = self.flags.load(Ordering::Relaxed) & WEIGHTED != 0;
+        if healthy {
+            self.metrics.to_usable.increment(1);
+            tracing::info!(upstream = %self.upstream, endpoint = %self.address, cause, weighted, "endpoint usable");
+        } else {
+            self.metrics.to_unusable.increment(1);
+            tracing::warn!(upstream = %self.upstream, endpoint = %self.address, cause, "endpoint unusable");
+        }
+        true
+    }
+
+    /// Whether passive checks have ejected the endpoint now.
+    pub fn is_ejected(&self) -> bool {
+        self.health().outlier.ejected_until.is_some()
+    }
+
+    /// Notes a good response for passive checks (cheap unless a failure
+    /// streak is open).
+    pub fn passive_success(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            self.health().outlier.success();
+        }
+    }
+
+    /// Marks that a failure streak is open.
+    pub fn passive_failure_seen(&self) {
+        self.failing.store(true, Ordering::Relaxed);
     }
 
     /// The counter of requests in flight across the endpoint's upstream.

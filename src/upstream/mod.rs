@@ -2,16 +2,18 @@
 //! retry policy, as built for one snapshot.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::balance::Balancer;
-use crate::config::{Protocol, RetryOn, UpstreamConfig};
+use crate::config::{HealthCheckConfig, OutlierConfig, Protocol, RetryOn, UpstreamConfig};
 
 pub mod client;
 mod endpoint;
+pub mod health;
+pub mod outlier;
 
-pub use endpoint::{Endpoint, EndpointMetrics, EndpointState, InFlight};
+pub use endpoint::{Endpoint, EndpointMetrics, EndpointState, Health, InFlight, Probe};
 
 use crate::metrics::{self as m, Metrics};
 
@@ -27,6 +29,12 @@ pub struct Upstream {
     pub retries: u32,
     pub retry_on: RetryOn,
     pub fail_open: bool,
+    pub health_check: Option<HealthCheckConfig>,
+    pub outlier: Option<OutlierConfig>,
+    /// True while no endpoint is usable and `fail_open` sends to all of them.
+    pub failing_open: AtomicBool,
+    /// Round-robin cursor over every weighted endpoint, for fail-open.
+    fail_open_cursor: AtomicUsize,
     pub metrics: UpstreamMetrics,
 }
 
@@ -34,6 +42,7 @@ pub struct Upstream {
 #[derive(Debug)]
 pub struct UpstreamMetrics {
     pub retries: metrics::Counter,
+    pub fail_open_requests: metrics::Counter,
     pub usable_endpoints: metrics::Gauge,
     pub failing_open: metrics::Gauge,
 }
@@ -65,8 +74,13 @@ impl Upstream {
                         Arc::clone(&old.state)
                     }
                     None => Arc::new(EndpointState::new(
+                        (&config.name, &e.address),
                         client::build(config),
                         e.weight,
+                        config
+                            .health_check
+                            .as_ref()
+                            .is_some_and(|h| !h.initial_usable),
                         Arc::clone(&in_flight),
                         EndpointMetrics::new(metrics, &config.name, &e.address),
                     )),
@@ -89,8 +103,16 @@ impl Upstream {
             retries: config.retries,
             retry_on: config.retry_on,
             fail_open: config.fail_open,
+            health_check: config.health_check.clone(),
+            outlier: config.outlier.clone(),
+            failing_open: AtomicBool::new(false),
+            fail_open_cursor: AtomicUsize::new(0),
             metrics: UpstreamMetrics {
                 retries: metrics.counter(m::UPSTREAM_RETRIES, &[("upstream", &config.name)]),
+                fail_open_requests: metrics.counter(
+                    m::UPSTREAM_FAIL_OPEN_REQUESTS,
+                    &[("upstream", &config.name)],
+                ),
                 usable_endpoints: metrics
                     .gauge(m::UPSTREAM_USABLE_ENDPOINTS, &[("upstream", &config.name)]),
                 failing_open: metrics
@@ -109,6 +131,41 @@ impl Upstream {
             e.state.metrics.usable.set(if ok { 1.0 } else { 0.0 });
         }
         self.metrics.usable_endpoints.set(usable as f64);
-        self.metrics.failing_open.set(0.0);
+        let failing_open = self.failing_open.load(Ordering::Relaxed);
+        self.metrics
+            .failing_open
+            .set(if failing_open { 1.0 } else { 0.0 });
+    }
+
+    /// Endpoints ejected by passive checks now, and all endpoints.
+    pub fn ejected_count(&self) -> (usize, usize) {
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.state.is_ejected())
+            .count();
+        (ejected, self.endpoints.len())
+    }
+
+    /// With `fail_open` and no usable endpoint: the next weighted endpoint
+    /// not yet tried, whatever its health (round robin over all of them).
+    pub fn pick_failing_open(&self, tried: &[usize]) -> Option<usize> {
+        let n = self.endpoints.len();
+        let start = self.fail_open_cursor.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.endpoints[i].weight > 0 && !tried.contains(&i))
+    }
+
+    /// Records whether this request found no usable endpoint; logs entering
+    /// and leaving fail-open once each.
+    pub fn note_failing_open(&self, failing: bool) {
+        if self.failing_open.swap(failing, Ordering::Relaxed) != failing {
+            if failing {
+                tracing::warn!(upstream = %self.name, "no usable endpoint: failing open to all endpoints");
+            } else {
+                tracing::info!(upstream = %self.name, "usable endpoints again: fail-open over");
+            }
+        }
     }
 }

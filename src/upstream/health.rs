@@ -1,0 +1,349 @@
+//! Active health checks: one task per endpoint of an upstream with a
+//! `[health_check]`, and passive-check bookkeeping shared with the request
+//! path.
+//!
+//! A probe is `GET path` on a fresh connection (never one of live traffic),
+//! passing when the status is in `expect_status` within `timeout`. The first
+//! probe runs at once; then one every `interval`, jittered by up to 10% so
+//! probes of many endpoints do not fall in step. `unhealthy_threshold`
+//! failures in a row mark the endpoint down, `healthy_threshold` passes in a
+//! row bring it back (one pass for a newcomer that starts unusable).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+
+use super::outlier::Verdict;
+use super::{Endpoint, EndpointState, Probe, Upstream};
+use crate::config::HealthCheckConfig;
+use crate::state::{Shared, Snapshot};
+
+type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// The running probe tasks, keyed by (upstream, endpoint address).
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    tasks: HashMap<(Arc<str>, Arc<str>), (CancellationToken, HealthCheckConfig)>,
+}
+
+impl Supervisor {
+    /// Starts probes for endpoints of `snapshot` that need them and stops
+    /// those of endpoints (or checks) that are gone or changed.
+    pub fn sync(&mut self, shared: &Arc<Shared>, snapshot: &Snapshot) {
+        let mut wanted: HashMap<(Arc<str>, Arc<str>), (HealthCheckConfig, Endpoint)> =
+            HashMap::new();
+        for u in &snapshot.upstreams {
+            if let Some(check) = &u.health_check {
+                for e in &u.endpoints {
+                    wanted.insert(
+                        (u.name.clone(), e.address.clone()),
+                        (check.clone(), e.clone()),
+                    );
+                }
+            }
+        }
+        self.tasks.retain(|key, (cancel, config)| {
+            let keep = wanted.get(key).is_some_and(|(c, _)| c == config);
+            if !keep {
+                cancel.cancel();
+            }
+            keep
+        });
+        for (key, (config, endpoint)) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let cancel = CancellationToken::new();
+            tokio::spawn(run(
+                Arc::clone(shared),
+                key.0.clone(),
+                endpoint,
+                config.clone(),
+                cancel.clone(),
+            ));
+            self.tasks.insert(key, (cancel, config));
+        }
+    }
+
+    /// Stops every probe.
+    pub fn stop(&mut self) {
+        for (_, (cancel, _)) in self.tasks.drain() {
+            cancel.cancel();
+        }
+    }
+}
+
+/// Tells the current snapshot's balancer of `upstream` that usability
+/// changed (Maglev rebuilds its table); runs off the request path.
+pub fn notify(shared: &Shared, upstream: &str) {
+    let snapshot = shared.snapshot.load();
+    if let Some(u) = snapshot.upstreams.iter().find(|u| *u.name == *upstream) {
+        u.balancer.usability_changed(&u.endpoints);
+    }
+}
+
+fn probe_client(timeout: Duration) -> ProbeClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector)
+}
+
+async fn probe(client: &ProbeClient, address: &str, config: &HealthCheckConfig) -> (bool, Probe) {
+    let started = Instant::now();
+    let at = SystemTime::now();
+    let uri = format!("http://{address}{}", config.path);
+    let request = http::Request::get(uri.as_str())
+        .header(http::header::HOST, address)
+        .header(
+            http::header::USER_AGENT,
+            concat!("fulcrum-health/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Empty::new());
+    let result = match request {
+        Ok(request) => tokio::time::timeout(config.timeout, client.request(request)).await,
+        Err(error) => {
+            return (
+                false,
+                Probe {
+                    status: None,
+                    latency: Duration::ZERO,
+                    at,
+                    error: Some(error.to_string()),
+                },
+            );
+        }
+    };
+    let latency = started.elapsed();
+    match result {
+        Ok(Ok(response)) => {
+            let status = response.status().as_u16();
+            let pass = config.expect_status.contains(status);
+            (
+                pass,
+                Probe {
+                    status: Some(status),
+                    latency,
+                    at,
+                    error: (!pass).then(|| format!("status {status} not in expect_status")),
+                },
+            )
+        }
+        Ok(Err(error)) => {
+            let cause = if error.is_connect() {
+                "connect error"
+            } else {
+                "request failed"
+            };
+            (
+                false,
+                Probe {
+                    status: None,
+                    latency,
+                    at,
+                    error: Some(cause.to_string()),
+                },
+            )
+        }
+        Err(_) => (
+            false,
+            Probe {
+                status: None,
+                latency,
+                at,
+                error: Some(format!("no answer within timeout ({:?})", config.timeout)),
+            },
+        ),
+    }
+}
+
+/// Applies one probe result to `state`; returns whether usability changed.
+pub fn apply_probe(
+    state: &EndpointState,
+    config: &HealthCheckConfig,
+    pass: bool,
+    result: Probe,
+) -> bool {
+    let counter = if pass {
+        &state.metrics.checks_passed
+    } else {
+        &state.metrics.checks_failed
+    };
+    counter.increment(1);
+    let mut health = state.health();
+    let first = health.checked.is_none();
+    health.streak = if health.checked == Some(pass) {
+        health.streak + 1
+    } else {
+        1
+    };
+    let cause = match (&result.status, &result.error) {
+        (Some(s), None) => format!("health check passed (status {s})"),
+        (_, Some(e)) => format!("health check failed: {e}"),
+        (None, None) => "health check".to_string(),
+    };
+    health.last_probe = Some(result);
+    health.checked = Some(pass);
+    if pass && health.down {
+        // A newcomer that starts unusable needs one pass; a fallen
+        // endpoint needs healthy_threshold passes in a row.
+        let never_up_yet = first;
+        if never_up_yet || health.streak >= config.healthy_threshold {
+            health.down = false;
+        }
+    } else if !pass && !health.down && health.streak >= config.unhealthy_threshold {
+        health.down = true;
+    }
+    state.refresh(&health, &cause)
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    upstream: Arc<str>,
+    endpoint: Endpoint,
+    config: HealthCheckConfig,
+    cancel: CancellationToken,
+) {
+    let client = probe_client(config.timeout);
+    loop {
+        let (pass, result) = tokio::select! {
+            r = probe(&client, &endpoint.address, &config) => r,
+            () = cancel.cancelled() => return,
+        };
+        if apply_probe(&endpoint.state, &config, pass, result) {
+            notify(&shared, &upstream);
+        }
+        let jitter = 0.9 + 0.2 * fastrand::f64();
+        let pause = config.interval.mul_f64(jitter);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Feeds one attempt's result to passive checks. `failure` names the cause
+/// (connect error, reset, status 5xx), or is `None` for a good response.
+pub fn passive_result(
+    shared: &Arc<Shared>,
+    upstream: &Upstream,
+    index: usize,
+    failure: Option<&str>,
+) {
+    let Some(config) = &upstream.outlier else {
+        return;
+    };
+    let state = &upstream.endpoints[index].state;
+    let Some(cause) = failure else {
+        state.passive_success();
+        return;
+    };
+    state.passive_failure_seen();
+    let (ejected, total) = upstream.ejected_count();
+    let now = Instant::now();
+    let mut health = state.health();
+    match health.outlier.failure(config, now, ejected, total) {
+        Verdict::Keep => {}
+        Verdict::Refused => {
+            tracing::warn!(
+                upstream = %upstream.name,
+                endpoint = %state.address,
+                cause,
+                max_ejected_percent = config.max_ejected_percent,
+                "not ejected: max_ejected_percent reached"
+            );
+        }
+        Verdict::Eject(duration) => {
+            let why = format!(
+                "{} consecutive failures, last: {cause}",
+                config.consecutive_failures
+            );
+            health.ejection_cause = Some(why.clone());
+            health.ejected_until = Some(SystemTime::now() + duration);
+            state.metrics.ejections.increment(1);
+            tracing::warn!(upstream = %upstream.name, endpoint = %state.address, ?duration, "endpoint ejected");
+            let changed = state.refresh(&health, &format!("ejected for {duration:?}: {why}"));
+            drop(health);
+            if changed {
+                notify(shared, &upstream.name);
+            }
+            let shared = Arc::clone(shared);
+            let state = Arc::clone(state);
+            let name = upstream.name.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(duration).await;
+                let changed = {
+                    let mut health = state.health();
+                    if health.outlier.expire(Instant::now()) {
+                        health.ejected_until = None;
+                        state.refresh(&health, "ejection time over")
+                    } else {
+                        false
+                    }
+                };
+                if changed {
+                    notify(&shared, &name);
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::testing::endpoints;
+    use crate::config::StatusRanges;
+
+    fn config(healthy: u32, unhealthy: u32) -> HealthCheckConfig {
+        HealthCheckConfig {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: healthy,
+            unhealthy_threshold: unhealthy,
+            expect_status: StatusRanges::parse("200-399").unwrap(),
+            initial_usable: true,
+        }
+    }
+
+    fn probe(status: u16) -> Probe {
+        Probe {
+            status: Some(status),
+            latency: Duration::from_millis(1),
+            at: SystemTime::now(),
+            error: (status >= 400).then(|| "bad".to_string()),
+        }
+    }
+
+    #[test]
+    fn thresholds_flip_the_state() {
+        let eps = endpoints(&[1]);
+        let s = &eps[0].state;
+        let c = config(2, 3);
+        assert!(!apply_probe(s, &c, true, probe(200)));
+        assert!(!apply_probe(s, &c, false, probe(500)));
+        assert!(!apply_probe(s, &c, false, probe(500)));
+        assert!(s.is_usable());
+        assert!(
+            apply_probe(s, &c, false, probe(500)),
+            "third failure in a row"
+        );
+        assert!(!s.is_usable());
+        assert!(!apply_probe(s, &c, true, probe(200)));
+        assert!(!apply_probe(s, &c, false, probe(500)), "streak broken");
+        assert!(!apply_probe(s, &c, true, probe(200)));
+        assert!(apply_probe(s, &c, true, probe(200)), "two passes in a row");
+        assert!(s.is_usable());
+        assert_eq!(s.health().streak, 2);
+    }
+}
