@@ -51,6 +51,9 @@ pub struct Backend {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// When not 0, every request is answered with this status.
     pub status: Arc<std::sync::atomic::AtomicU16>,
+    /// The status of `/healthz` (200 unless set).
+    pub health: Arc<std::sync::atomic::AtomicU16>,
+    kill: tokio_util::sync::CancellationToken,
     stop: Arc<Mutex<Option<oneshot::Sender<()>>>>,
 }
 
@@ -68,6 +71,8 @@ impl Backend {
             connections: Arc::default(),
             seen: Arc::default(),
             status: Arc::default(),
+            health: Arc::new(std::sync::atomic::AtomicU16::new(200)),
+            kill: tokio_util::sync::CancellationToken::new(),
             stop: Arc::default(),
         };
         let (tx, mut rx) = oneshot::channel();
@@ -78,17 +83,24 @@ impl Backend {
                 let (stream, _) = tokio::select! {
                     r = listener.accept() => match r { Ok(pair) => pair, Err(_) => continue },
                     _ = &mut rx => return,
+                    () = b.kill.cancelled() => return,
                 };
                 b.connections.fetch_add(1, Ordering::SeqCst);
                 let b = b.clone();
+                let kill = b.kill.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let b = b.clone();
                         async move { Ok::<_, Infallible>(b.answer(req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let serve =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = serve => {}
+                        // Dropping the connection closes it: the endpoint is gone.
+                        () = kill.cancelled() => {}
+                    }
                 });
             }
         });
@@ -102,9 +114,29 @@ impl Backend {
         }
     }
 
+    /// Kills the endpoint: closes the listener and every open connection.
+    pub fn kill(&self) {
+        self.kill.cancel();
+    }
+
+    /// Answers `/healthz` with `code` from now on.
+    pub fn set_health(&self, code: u16) {
+        self.health.store(code, Ordering::SeqCst);
+    }
+
     /// Answers every request with `code` from now on (0: back to normal).
     pub fn set_status(&self, code: u16) {
         self.status.store(code, Ordering::SeqCst);
+    }
+
+    /// Requests seen, health probes excluded.
+    pub fn traffic(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.uri != "/healthz")
+            .count()
     }
 
     pub fn hits(&self) -> usize {
@@ -121,7 +153,9 @@ impl Backend {
     }
 
     async fn answer(&self, mut req: Request<Incoming>) -> Response<Body> {
-        self.hits.fetch_add(1, Ordering::SeqCst);
+        if req.uri().path() != "/healthz" {
+            self.hits.fetch_add(1, Ordering::SeqCst);
+        }
         self.seen.lock().unwrap().push(Seen {
             method: req.method().to_string(),
             uri: req.uri().to_string(),
@@ -130,7 +164,11 @@ impl Backend {
         });
         let path = req.uri().path().to_owned();
         let forced = self.status.load(Ordering::SeqCst);
-        let mut response = if forced != 0 {
+        let mut response = if path == "/healthz" {
+            let mut r = text("health");
+            *r.status_mut() = StatusCode::from_u16(self.health.load(Ordering::SeqCst)).unwrap();
+            r
+        } else if forced != 0 {
             let mut r = text(self.name);
             *r.status_mut() = StatusCode::from_u16(forced).unwrap();
             r
