@@ -41,6 +41,7 @@ pub mod headers;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod state;
 pub mod tls;
@@ -60,6 +61,10 @@ pub struct Fulcrum {
     listeners: Vec<BoundListener>,
     admin: Option<AdminServer>,
     access_log_writer: Option<Writer>,
+    watch: bool,
+    /// Installed at bind, before "listening" is logged, so that a SIGHUP
+    /// sent as soon as fulcrum is up reloads instead of killing it.
+    sighup: Option<reload::Hangup>,
 }
 
 /// Why fulcrum could not start with a valid config.
@@ -100,6 +105,7 @@ impl Fulcrum {
                 Some((log, writer)) => (Some(log), Some(writer)),
                 None => (None, None),
             };
+        let sighup = reload::Hangup::install();
         for l in &listeners {
             tracing::info!(listener = %l.name, addr = %l.local_addr, "listening");
         }
@@ -112,6 +118,8 @@ impl Fulcrum {
             listeners,
             admin,
             access_log_writer,
+            watch: true,
+            sighup,
         })
     }
 
@@ -137,17 +145,39 @@ impl Fulcrum {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
-        let accepting = TaskTracker::new();
-        for listener in self.listeners {
-            if let Ok(mut connections) = self.shared.connections.lock() {
-                connections.push((Arc::clone(&listener.name), Arc::clone(&listener.open)));
-            }
-            accepting.spawn(listener.serve(Arc::clone(&serving)));
-        }
-        accepting.close();
+        let reloader = reload::Reloader::start(
+            Arc::clone(&self.shared),
+            Arc::clone(&serving),
+            self.listeners,
+            self.config.server.max_connections,
+        );
         let admin_stop = CancellationToken::new();
         if let Some(admin) = self.admin {
-            tokio::spawn(admin.serve(Arc::clone(&self.shared), None, admin_stop.clone()));
+            let r = Arc::clone(&reloader);
+            let reload: admin::ReloadFn = Arc::new(move || r.reload());
+            tokio::spawn(admin.serve(Arc::clone(&self.shared), Some(reload), admin_stop.clone()));
+        }
+        let watcher = if self.watch {
+            match reload::watch(
+                Arc::clone(&reloader),
+                self.config.path.clone(),
+                admin_stop.clone(),
+            ) {
+                Ok(w) => Some(w),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the config file; reload with SIGHUP or POST /reload");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(hangup) = self.sighup {
+            tokio::spawn(reload::on_sighup(
+                hangup,
+                Arc::clone(&reloader),
+                admin_stop.clone(),
+            ));
         }
         if let Some(writer) = self.access_log_writer {
             tokio::spawn(writer.run());
@@ -161,7 +191,6 @@ impl Fulcrum {
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         serving.shutdown.cancel();
-        accepting.wait().await;
         serving.tracker.close();
         let timeout = self.config.server.shutdown_timeout;
         if tokio::time::timeout(timeout, serving.tracker.wait())
@@ -176,32 +205,44 @@ impl Fulcrum {
             tracing::info!("drained");
         }
         admin_stop.cancel();
+        drop(watcher);
         if let Ok(mut health) = self.shared.health.lock() {
             health.stop();
         }
     }
+
+    /// Whether to reload when the config file changes (on by default).
+    pub fn watch_config(mut self, on: bool) -> Self {
+        self.watch = on;
+        self
+    }
+
+    /// Whether to reload on SIGHUP (on by default; tests that run several
+    /// instances in one process turn it off).
+    pub fn reload_on_sighup(mut self, on: bool) -> Self {
+        if !on {
+            self.sighup = None;
+        }
+        self
+    }
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C). SIGHUP is caught so that it does
-/// not kill the process; it reloads the config once hot reload lands.
+/// Completes on SIGTERM or SIGINT (Ctrl-C). (SIGHUP reloads: see
+/// `reload::on_sighup`, which `Fulcrum::serve` runs.)
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        let (Ok(mut term), Ok(mut int)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
         ) else {
             tracing::error!("cannot install signal handlers; stop with SIGKILL");
             return std::future::pending().await;
         };
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
-                _ = int.recv() => { tracing::info!("SIGINT received"); return; }
-                _ = hup.recv() => tracing::warn!("SIGHUP received: hot reload is not available in this build; restart to apply a new config"),
-            }
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
     }
     #[cfg(not(unix))]

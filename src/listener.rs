@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -36,11 +37,15 @@ use crate::state::Shared;
 /// A listener whose socket is bound, ready to serve.
 pub struct BoundListener {
     pub name: Arc<str>,
+    /// The config it was bound from (a reload compares against it).
+    pub config: ListenerConfig,
     pub local_addr: SocketAddr,
     /// Open client connections (the downstream_connections gauge).
     pub open: Arc<AtomicU64>,
+    /// Swapped by a reload that changes certificates; new connections use
+    /// the new ones.
+    pub tls: Arc<ArcSwapOption<TlsAcceptor>>,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
 }
 
 /// Why a listener could not start.
@@ -59,6 +64,19 @@ pub enum ListenerError {
         #[source]
         source: crate::tls::TlsError,
     },
+}
+
+/// The TLS acceptor of a listener config, if it has TLS.
+pub fn tls_acceptor(config: &ListenerConfig) -> Result<Option<TlsAcceptor>, ListenerError> {
+    match &config.tls {
+        Some(tls) => Ok(Some(TlsAcceptor::from(
+            crate::tls::server_config(tls).map_err(|source| ListenerError::Tls {
+                listener: config.name.clone(),
+                source,
+            })?,
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// What every connection task shares.
@@ -131,26 +149,20 @@ impl BoundListener {
         socket.listen(4096).map_err(bind_error)?;
         let listener = TcpListener::from_std(socket.into()).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        let tls = match &config.tls {
-            Some(tls) => Some(TlsAcceptor::from(crate::tls::server_config(tls).map_err(
-                |source| ListenerError::Tls {
-                    listener: config.name.clone(),
-                    source,
-                },
-            )?)),
-            None => None,
-        };
+        let tls = tls_acceptor(config)?;
         Ok(Self {
             name: config.name.as_str().into(),
+            config: config.clone(),
             local_addr,
             open: Arc::new(AtomicU64::new(0)),
+            tls: Arc::new(ArcSwapOption::new(tls.map(Arc::new))),
             listener,
-            tls,
         })
     }
 
-    /// Accepts until shutdown, one task per connection.
-    pub async fn serve(self, cx: Arc<Serving>) {
+    /// Accepts until `stop` (the listener's own token, a child of the
+    /// shutdown token), one task per connection; connections drain on it.
+    pub async fn serve(self, cx: Arc<Serving>, stop: CancellationToken) {
         let listener = Arc::new(self);
         loop {
             let permit = tokio::select! {
@@ -158,7 +170,7 @@ impl BoundListener {
                     Ok(permit) => permit,
                     Err(_) => return,
                 },
-                () = cx.shutdown.cancelled() => return,
+                () = stop.cancelled() => return,
             };
             let (stream, peer) = tokio::select! {
                 accepted = listener.listener.accept() => match accepted {
@@ -170,13 +182,14 @@ impl BoundListener {
                         continue;
                     }
                 },
-                () = cx.shutdown.cancelled() => return,
+                () = stop.cancelled() => return,
             };
             let _ = stream.set_nodelay(true);
             let task_cx = Arc::clone(&cx);
             let listener = Arc::clone(&listener);
+            let stop = stop.clone();
             cx.tracker.spawn(async move {
-                serve_connection(stream, peer, &listener, task_cx, permit).await;
+                serve_connection(stream, peer, &listener, task_cx, stop, permit).await;
             });
         }
     }
@@ -187,16 +200,17 @@ async fn serve_connection(
     peer: SocketAddr,
     listener: &BoundListener,
     cx: Arc<Serving>,
+    stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
     let limits = cx.shared.snapshot.load().server.clone();
     let activity = Arc::new(Activity::new());
     listener.open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenConnection(Arc::clone(&listener.open));
-    match &listener.tls {
+    match listener.tls.load_full() {
         None => {
             let io = Tracked::new(stream, &activity);
-            serve_http(io, peer, listener, false, &cx, &limits, activity).await;
+            serve_http(io, (peer, false), listener, &cx, &stop, &limits, activity).await;
         }
         Some(acceptor) => {
             let handshake =
@@ -213,17 +227,17 @@ async fn serve_connection(
                 }
             };
             let io = Tracked::new(tls, &activity);
-            serve_http(io, peer, listener, true, &cx, &limits, activity).await;
+            serve_http(io, (peer, true), listener, &cx, &stop, &limits, activity).await;
         }
     }
 }
 
 async fn serve_http<S>(
     io: Tracked<S>,
-    peer: SocketAddr,
+    (peer, https): (SocketAddr, bool),
     listener: &BoundListener,
-    https: bool,
     cx: &Arc<Serving>,
+    stop: &CancellationToken,
     limits: &ServerConfig,
     activity: Arc<Activity>,
 ) where
@@ -290,7 +304,7 @@ async fn serve_http<S>(
                 }
                 return;
             }
-            () = cx.shutdown.cancelled(), if !draining.load(Ordering::Relaxed) => {
+            () = stop.cancelled(), if !draining.load(Ordering::Relaxed) => {
                 draining.store(true, Ordering::Relaxed);
                 connection.as_mut().graceful_shutdown();
             }

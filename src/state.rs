@@ -50,7 +50,13 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// Active health-check tasks.
     pub health: Mutex<crate::upstream::health::Supervisor>,
+    /// Settings only a restart changes, as loaded at start.
+    pub startup: Mutex<crate::reload::Startup>,
+    /// The text of the config in use.
+    config_text: Mutex<String>,
     generation: metrics::Gauge,
+    reloads_ok: metrics::Counter,
+    reloads_failed: metrics::Counter,
 }
 
 /// What the last reload did, for /status.
@@ -144,11 +150,10 @@ impl Shared {
     ) -> Arc<Self> {
         let generation = metrics.gauge(m::CONFIG_GENERATION, &[]);
         generation.set(snapshot.generation as f64);
-        for result in ["success", "failure"] {
-            metrics
-                .counter(m::CONFIG_RELOADS, &[("result", result)])
-                .absolute(0);
-        }
+        let reloads_ok = metrics.counter(m::CONFIG_RELOADS, &[("result", "success")]);
+        let reloads_failed = metrics.counter(m::CONFIG_RELOADS, &[("result", "failure")]);
+        reloads_ok.increment(0);
+        reloads_failed.increment(0);
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -159,8 +164,46 @@ impl Shared {
             connections: Mutex::new(Vec::new()),
             access_log,
             health: Mutex::default(),
+            startup: Mutex::new(crate::reload::Startup {
+                admin: config.admin.clone(),
+                access_log: config.access_log.clone(),
+                workers: config.server.workers,
+            }),
+            config_text: Mutex::new(config.source.clone()),
             generation,
+            reloads_ok,
+            reloads_failed,
         })
+    }
+
+    /// The text of the config in use.
+    pub fn config_text(&self) -> String {
+        self.config_text
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn set_config_text(&self, text: String) {
+        if let Ok(mut t) = self.config_text.lock() {
+            *t = text;
+        }
+    }
+
+    /// Records a reload's outcome for /status and the metrics.
+    pub fn record_reload(&self, outcome: ReloadOutcome) {
+        if outcome.ok {
+            self.reloads_ok.increment(1);
+            self.generation.set(self.snapshot.load().generation as f64);
+            if let Ok(mut at) = self.loaded_at.lock() {
+                *at = outcome.at;
+            }
+        } else {
+            self.reloads_failed.increment(1);
+        }
+        if let Ok(mut last) = self.last_reload.lock() {
+            *last = Some(outcome);
+        }
     }
 
     /// The Prometheus exposition, with state-mirroring gauges set first.

@@ -328,8 +328,13 @@ async fn status_document_has_the_documented_shape() {
             .unwrap(),
     )
     .await;
-    assert_eq!(reload.0, 501);
-    assert!(serde_json::from_str::<serde_json::Value>(&reload.2).unwrap()["error"].is_string());
+    // This config was never a file, so a reload fails and says why.
+    assert_eq!(reload.0, 422);
+    let error = serde_json::from_str::<serde_json::Value>(&reload.2).unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("test.toml: cannot read"), "{error}");
 }
 
 #[tokio::test]

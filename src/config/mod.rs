@@ -24,6 +24,8 @@ pub use units::StatusRanges;
 pub struct Config {
     /// The file it was read from, as given.
     pub path: PathBuf,
+    /// The text it was parsed from (served at /config, compared by the watcher).
+    pub source: String,
     pub server: ServerConfig,
     pub admin: AdminConfig,
     pub access_log: AccessLogConfig,

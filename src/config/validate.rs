@@ -114,7 +114,10 @@ pub(super) fn validate(path: &Path, dir: &Path, text: &str) -> Result<Config, Ve
     root.deny_unknown(ROOT_KEYS, &mut issues);
     let config = walk(&root, path, dir, &mut issues);
     if issues.is_empty() {
-        Ok(config)
+        Ok(Config {
+            source: text.to_owned(),
+            ..config
+        })
     } else {
         Err(locate(issues.0))
     }
@@ -182,6 +185,7 @@ fn walk(root: &Table<'_, '_>, path: &Path, dir: &Path, issues: &mut Issues) -> C
 
     Config {
         path: path.to_path_buf(),
+        source: String::new(),
         server,
         admin,
         access_log,
