@@ -121,6 +121,12 @@ fn answer(
             }
         }
         (&Method::GET | &Method::HEAD, "/status") => json_response(StatusCode::OK, &status(shared)),
+        (&Method::GET | &Method::HEAD, "/config") => {
+            let mut r = text(StatusCode::OK, shared.config_text());
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/toml"));
+            r
+        }
         (&Method::POST, "/reload") => match reload {
             None => json_response(
                 StatusCode::NOT_IMPLEMENTED,
@@ -135,12 +141,12 @@ fn answer(
                 }
             },
         },
-        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload") => {
+        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/config" | "/reload") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "404 Not Found: admin paths are /metrics /healthz /readyz /status /reload\n",
+            "404 Not Found: admin paths are /metrics /healthz /readyz /status /config /reload\n",
         ),
     }
 }

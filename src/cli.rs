@@ -22,12 +22,21 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand, PartialEq, Eq)]
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
 pub enum Command {
     /// Run the proxy (the default).
     Run,
     /// Validate the config and print a summary; exit 1 with every error if invalid.
-    Check,
+    Check {
+        /// Also print what a reload would change against the running
+        /// instance's config (fetched from its admin API, GET /config), or
+        /// against RUNNING_CONFIG when given.
+        #[arg(long)]
+        diff: bool,
+        /// The config to compare against instead of the running instance's.
+        #[arg(value_name = "RUNNING_CONFIG", requires = "diff")]
+        against: Option<PathBuf>,
+    },
     /// Start three demo endpoints on loopback and a proxy in front of them.
     Demo,
 }

@@ -36,6 +36,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod diff;
 pub mod error;
 pub mod headers;
 pub mod listener;

@@ -11,9 +11,9 @@ use fulcrum::config;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let command = cli.command.unwrap_or(Command::Run);
+    let command = cli.command.clone().unwrap_or(Command::Run);
     let result = match command {
-        Command::Check => return check(&cli),
+        Command::Check { diff, against } => return check(&cli, diff, against.as_deref()),
         Command::Run => run(&cli),
         Command::Demo => runtime(0).and_then(|rt| {
             let result = rt.block_on(fulcrum::demo::run());
@@ -40,11 +40,28 @@ fn init_logging() {
         .init();
 }
 
-fn check(cli: &Cli) -> ExitCode {
+fn check(cli: &Cli, diff: bool, against: Option<&std::path::Path>) -> ExitCode {
     match config::load(&cli.config) {
         Ok(config) => {
             print!("{}", config.summary());
-            ExitCode::SUCCESS
+            if !diff {
+                return ExitCode::SUCCESS;
+            }
+            let running = match against {
+                Some(path) => config::load(path).map_err(|e| e.errors().join("\n")),
+                None => running_config(&config),
+            };
+            match running {
+                Ok(running) => {
+                    println!("changes a reload would make:");
+                    print!("{}", fulcrum::diff::diff(&running, &config));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("fulcrum: cannot get the running config to compare with: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(error) => {
             for line in error.errors() {
@@ -53,6 +70,49 @@ fn check(cli: &Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The config the running instance loaded, from its admin API (the admin
+/// settings of `config`, which is about to replace it).
+fn running_config(config: &config::Config) -> Result<config::Config, String> {
+    use std::io::{Read, Write};
+    let mut addr = config
+        .admin
+        .bind
+        .ok_or("admin.bind is \"\"; give the running config's path after --diff")?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .map_err(|e| format!("admin API at {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let auth = config
+        .admin
+        .token
+        .as_ref()
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET /config HTTP/1.1\r\nhost: {addr}\r\n{auth}connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or("malformed response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "admin API answered {}",
+            head.lines().next().unwrap_or("")
+        ));
+    }
+    config::parse(&config.path, body).map_err(|e| e.errors().join("\n"))
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {

@@ -331,11 +331,8 @@ async fn forward(
 
         let in_flight = endpoint.state.start();
         let sent = std::time::Instant::now();
-        let outcome = tokio::time::timeout(
-            upstream.response_timeout,
-            endpoint.state.client.request(request),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(upstream.response_timeout, endpoint.client.request(request)).await;
         let failure = match outcome {
             Ok(Ok(mut response)) => {
                 let latency = sent.elapsed();

@@ -454,3 +454,53 @@ fn check_rejects_a_public_admin_bind_without_a_token() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sighup_reloads_the_config() {
+    let (_dir, path) = write_config(
+        "[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{ address = \"127.0.0.1:9\" }]\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["-c", path.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut running = Running(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let admin = loop {
+        let line = lines
+            .next()
+            .expect("fulcrum logged the admin address")
+            .unwrap();
+        if line.contains("admin API listening")
+            && let Some(i) = line.find("addr=")
+        {
+            break line[i + 5..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let generation = || {
+        let body = http_get(&admin, "/status");
+        let json = body
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        serde_json::from_str::<serde_json::Value>(&json)
+            .map(|v| v["generation"].as_u64())
+            .ok()
+            .flatten()
+    };
+    assert_eq!(generation(), Some(1));
+    // The file is unchanged: a SIGHUP still reloads (a new generation).
+    running.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while generation() != Some(2) {
+        assert!(Instant::now() < deadline, "no reload after SIGHUP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.signal("TERM");
+    assert_eq!(running.wait_exit(Duration::from_secs(10)), 0);
+}

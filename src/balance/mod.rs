@@ -150,9 +150,9 @@ pub(crate) mod testing {
                 address: address.as_str().into(),
                 authority: address.parse().unwrap(),
                 weight: *w,
+                client: Arc::new(crate::upstream::client::build(&config)),
                 state: Arc::new(EndpointState::new(
                     ("u", address),
-                    crate::upstream::client::build(&config),
                     *w,
                     false,
                     Arc::clone(&counter),

@@ -21,6 +21,9 @@ pub struct Endpoint {
     pub authority: http::uri::Authority,
     pub weight: u32,
     pub state: Arc<EndpointState>,
+    /// The keep-alive pool; carried to the next snapshot while the
+    /// upstream's connection settings stay the same.
+    pub client: Arc<UpstreamClient>,
 }
 
 /// What survives a reload for an endpoint kept by (upstream, address).
@@ -45,7 +48,6 @@ pub struct EndpointState {
     ewma_ns: AtomicU64,
     /// When `ewma_ns` was last updated, in ns since the process epoch.
     ewma_at: AtomicU64,
-    pub client: UpstreamClient,
     pub metrics: EndpointMetrics,
 }
 
@@ -111,7 +113,6 @@ impl EndpointState {
     /// "unusable"` (unusable until its first probe passes).
     pub fn new(
         address: (&str, &str),
-        client: UpstreamClient,
         weight: u32,
         initially_down: bool,
         upstream_in_flight: Arc<AtomicU64>,
@@ -133,7 +134,6 @@ impl EndpointState {
             upstream_in_flight,
             ewma_ns: AtomicU64::new(0),
             ewma_at: AtomicU64::new(0),
-            client,
         }
     }
 

@@ -35,7 +35,28 @@ pub struct Upstream {
     pub failing_open: AtomicBool,
     /// Round-robin cursor over every weighted endpoint, for fail-open.
     fail_open_cursor: AtomicUsize,
+    connections: ConnectionSettings,
     pub metrics: UpstreamMetrics,
+}
+
+/// What an endpoint's pool is built from.
+#[derive(Debug, Clone, PartialEq)]
+struct ConnectionSettings {
+    protocol: Protocol,
+    connect_timeout: Duration,
+    pool_idle_timeout: Duration,
+    pool_max_idle: usize,
+}
+
+impl ConnectionSettings {
+    fn of(config: &UpstreamConfig) -> Self {
+        Self {
+            protocol: config.protocol,
+            connect_timeout: config.connect_timeout,
+            pool_idle_timeout: config.pool_idle_timeout,
+            pool_max_idle: config.pool_max_idle,
+        }
+    }
 }
 
 /// The metric handles of one upstream.
@@ -58,24 +79,22 @@ impl Upstream {
             || Arc::new(AtomicU64::new(0)),
             |e| e.state.upstream_in_flight(),
         );
+        // The pools carry over while nothing they were built from changed.
+        let same_connections =
+            previous.is_some_and(|p| p.connections == ConnectionSettings::of(config));
         let endpoints: Vec<Endpoint> = config
             .endpoints
             .iter()
             .map(|e| {
-                let kept = previous.and_then(|p| {
-                    p.endpoints
-                        .iter()
-                        .find(|old| *old.address == *e.address)
-                        .filter(|_| p.protocol == config.protocol)
-                });
-                let state = match kept {
+                let old = previous
+                    .and_then(|p| p.endpoints.iter().find(|old| *old.address == *e.address));
+                let state = match old {
                     Some(old) => {
                         old.state.set_weight(e.weight);
                         Arc::clone(&old.state)
                     }
                     None => Arc::new(EndpointState::new(
                         (&config.name, &e.address),
-                        client::build(config),
                         e.weight,
                         config
                             .health_check
@@ -85,15 +104,21 @@ impl Upstream {
                         EndpointMetrics::new(metrics, &config.name, &e.address),
                     )),
                 };
+                let client = match old {
+                    Some(old) if same_connections => Arc::clone(&old.client),
+                    _ => Arc::new(client::build(config)),
+                };
                 Endpoint {
                     authority: e.address.parse().expect("validated as host:port"),
                     address: e.address.as_str().into(),
                     weight: e.weight,
                     state,
+                    client,
                 }
             })
             .collect();
         Self {
+            connections: ConnectionSettings::of(config),
             name: config.name.as_str().into(),
             balance: config.balance,
             balancer: Balancer::new(config, &endpoints, in_flight),

@@ -272,8 +272,32 @@ impl Proxy {
     pub async fn try_start(toml: &str) -> Result<Self, String> {
         let config =
             fulcrum::config::parse(Path::new("test.toml"), toml).map_err(|e| e.to_string())?;
+        Self::from_config(config, false).await
+    }
+
+    /// Starts fulcrum on a config file, watching it for changes if `watch`.
+    pub async fn start_file(path: &Path, watch: bool) -> Self {
+        let config = fulcrum::config::load(path).unwrap_or_else(|e| panic!("{e}"));
+        let proxy = Self::from_config(config, watch).await.unwrap();
+        // `serve` starts the admin API and the file watcher together, before
+        // it first waits: once /readyz answers, changes to the file are seen.
+        if let Some(admin) = proxy.admin {
+            let url = format!("http://{admin}/readyz");
+            eventually(Duration::from_secs(5), || async {
+                let req = Request::get(&url).body(empty()).unwrap();
+                matches!(client().request(req).await, Ok(r) if r.status() == 200)
+            })
+            .await;
+        }
+        proxy
+    }
+
+    async fn from_config(config: fulcrum::config::Config, watch: bool) -> Result<Self, String> {
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
-        let proxy = fulcrum::Fulcrum::bind(config).map_err(|e| e.to_string())?;
+        let proxy = fulcrum::Fulcrum::bind(config)
+            .map_err(|e| e.to_string())?
+            .watch_config(watch)
+            .reload_on_sighup(false);
         let admin = proxy.admin_addr();
         let addrs = names
             .into_iter()

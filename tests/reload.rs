@@ -1,0 +1,506 @@
+//! SPEC §Hot reload: atomic, lossless, state-preserving.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use http::Request;
+use support::*;
+
+/// A config file in a temp dir with an admin API on a free port.
+struct ConfigFile {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fulcrum.toml");
+        std::fs::write(&path, text).unwrap();
+        Self { dir, path }
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.path, text).unwrap();
+    }
+}
+
+fn endpoints(backends: &[&Backend]) -> String {
+    backends
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn one_upstream(backends: &[&Backend], extra: &str) -> String {
+    format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{}]\n{extra}\n",
+        endpoints(backends)
+    )
+}
+
+async fn reload(admin: SocketAddr) -> (u16, serde_json::Value) {
+    let (status, _, body) = send(
+        &client(),
+        Request::post(format!("http://{admin}/reload"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    (status.as_u16(), serde_json::from_str(&body).unwrap())
+}
+
+async fn status(admin: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&get(&client(), &format!("http://{admin}/status")).await.2).unwrap()
+}
+
+async fn metrics(admin: SocketAddr) -> String {
+    get(&client(), &format!("http://{admin}/metrics")).await.2
+}
+
+#[tokio::test]
+async fn twenty_reloads_under_load_lose_no_request() {
+    let [a, b, c, d] = [
+        Backend::spawn("a").await,
+        Backend::spawn("b").await,
+        Backend::spawn("c").await,
+        Backend::spawn("d").await,
+    ];
+    let sets = [one_upstream(&[&a, &b], ""), one_upstream(&[&c, &d], "")];
+    let names = [["a", "b"], ["c", "d"]];
+    let file = ConfigFile::new(&sets[0]);
+    let proxy = Proxy::start_file(&file.path, false).await;
+    let admin = proxy.admin.unwrap();
+
+    // (config index, current from, current until): from when its reload
+    // started to when the next one finished.
+    let mut epochs: Vec<(usize, Instant, Option<Instant>)> = vec![(0, Instant::now(), None)];
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let url = proxy.url("/");
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let c = client();
+            let mut seen = Vec::new();
+            let mut failed = 0;
+            while !stop.is_cancelled() {
+                let started = Instant::now();
+                let req = Request::get(&url).body(empty()).unwrap();
+                match tokio::time::timeout(Duration::from_secs(10), c.request(req)).await {
+                    Ok(Ok(r)) if r.status() == 200 => {
+                        let body = http_body_util::BodyExt::collect(r.into_body())
+                            .await
+                            .unwrap()
+                            .to_bytes();
+                        seen.push((
+                            started,
+                            Instant::now(),
+                            String::from_utf8_lossy(&body).into_owned(),
+                        ));
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (seen, failed)
+        }));
+    }
+    for round in 1..=20 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let next = round % 2;
+        file.write(&sets[next]);
+        let started = Instant::now();
+        let (code, body) = reload(admin).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["generation"], round + 1);
+        let done = Instant::now();
+        if let Some(last) = epochs.last_mut() {
+            last.2 = Some(done);
+        }
+        epochs.push((next, started, None));
+    }
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    stop.cancel();
+    let mut total = 0;
+    for t in clients {
+        let (seen, failed) = t.await.unwrap();
+        assert_eq!(failed, 0);
+        total += seen.len();
+        for (started, ended, backend) in seen {
+            let valid = epochs.iter().any(|&(set, from, until)| {
+                names[set].contains(&backend.as_str())
+                    && from <= ended
+                    && until.is_none_or(|u| u >= started)
+            });
+            assert!(
+                valid,
+                "{backend} answered outside any config that listed it"
+            );
+        }
+    }
+    assert!(total > 200, "only {total} requests");
+    assert_eq!(status(admin).await["generation"], 21);
+}
+
+#[tokio::test]
+async fn a_reload_of_one_upstream_opens_no_connection_to_another() {
+    let p = Backend::spawn("p").await;
+    let q = Backend::spawn("q").await;
+    let r = Backend::spawn("r").await;
+    let config = |y: &[&Backend]| {
+        format!(
+            "[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\n[[route]]\npath_prefix = \"/x\"\nupstream = \"x\"\n[[route]]\npath_prefix = \"/y\"\nupstream = \"y\"\n[upstream.x]\nendpoints = [{}]\n[upstream.y]\nendpoints = [{}]\n",
+            endpoints(&[&p]),
+            endpoints(y)
+        )
+    };
+    let file = ConfigFile::new(&config(&[&q]));
+    let proxy = Proxy::start_file(&file.path, false).await;
+    let admin = proxy.admin.unwrap();
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(get(&c, &proxy.url("/x")).await.2, "p");
+        assert_eq!(get(&c, &proxy.url("/y")).await.2, "q");
+    }
+    let before = (
+        p.connections.load(std::sync::atomic::Ordering::SeqCst),
+        q.connections.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    file.write(&config(&[&q, &r]));
+    assert_eq!(reload(admin).await.0, 200);
+    for _ in 0..6 {
+        assert_eq!(get(&c, &proxy.url("/x")).await.2, "p");
+        get(&c, &proxy.url("/y")).await;
+    }
+    assert_eq!(
+        p.connections.load(std::sync::atomic::Ordering::SeqCst),
+        before.0,
+        "new connection to x's endpoint"
+    );
+    assert_eq!(
+        q.connections.load(std::sync::atomic::Ordering::SeqCst),
+        before.1,
+        "q stayed in y: its pool too"
+    );
+    assert!(r.hits() > 0);
+}
+
+#[tokio::test]
+async fn an_invalid_file_changes_nothing_and_says_why() {
+    let a = Backend::spawn("a").await;
+    let file = ConfigFile::new(&one_upstream(&[&a], ""));
+    let proxy = Proxy::start_file(&file.path, false).await;
+    let admin = proxy.admin.unwrap();
+    file.write(&one_upstream(&[&a], "retries = 99"));
+    let (code, body) = reload(admin).await;
+    assert_eq!(code, 422);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("fulcrum.toml:10:11: upstream.app.retries: must be between 0 and 10"),
+        "{error}"
+    );
+    // The old config serves on.
+    assert_eq!(get(&client(), &proxy.url("/")).await.2, "a");
+    let s = status(admin).await;
+    assert_eq!(s["generation"], 1);
+    assert_eq!(s["last_reload"]["ok"], false);
+    assert_eq!(s["last_reload"]["error"], error);
+    assert!(s["last_reload"]["at"].as_str().unwrap().ends_with('Z'));
+    let m = metrics(admin).await;
+    assert!(
+        m.contains("fulcrum_config_reloads_total{result=\"failure\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("fulcrum_config_generation 1"));
+    // A good file again: generation 2, and /status forgets the error.
+    file.write(&one_upstream(&[&a], ""));
+    assert_eq!(
+        reload(admin).await,
+        (200, serde_json::json!({ "generation": 2 }))
+    );
+    let s = status(admin).await;
+    assert_eq!(
+        (s["generation"].as_u64(), s["last_reload"]["ok"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert!(
+        metrics(admin)
+            .await
+            .contains("fulcrum_config_reloads_total{result=\"success\"} 1")
+    );
+    // Unchanged file: still a reload, still a new generation.
+    assert_eq!(reload(admin).await.1["generation"], 3);
+}
+
+async fn wait_generation(admin: SocketAddr, generation: u64) {
+    eventually(Duration::from_secs(5), || async {
+        status(admin).await["generation"] == generation
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_watcher_sees_rename_into_place_truncate_and_write_and_symlink_swaps() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let file = ConfigFile::new(&one_upstream(&[&a], ""));
+    let proxy = Proxy::start_file(&file.path, true).await;
+    let admin = proxy.admin.unwrap();
+    let c = client();
+
+    // An editor's save: write elsewhere, rename over the file.
+    let tmp = file.dir.path().join(".fulcrum.toml.swp");
+    std::fs::write(&tmp, one_upstream(&[&b], "")).unwrap();
+    std::fs::rename(&tmp, &file.path).unwrap();
+    wait_generation(admin, 2).await;
+    assert_eq!(get(&c, &proxy.url("/")).await.2, "b");
+
+    // Truncate, then write.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&file.path)
+            .unwrap();
+        f.flush().unwrap();
+        f.write_all(one_upstream(&[&a], "").as_bytes()).unwrap();
+    }
+    wait_generation(admin, 3).await;
+    assert_eq!(get(&c, &proxy.url("/")).await.2, "a");
+    assert_eq!(status(admin).await["last_reload"]["ok"], true);
+}
+
+#[tokio::test]
+async fn the_watcher_sees_a_kubernetes_style_symlink_swap() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // fulcrum.toml -> ..data/fulcrum.toml, ..data -> v1
+    std::fs::create_dir(root.join("v1")).unwrap();
+    std::fs::write(root.join("v1/fulcrum.toml"), one_upstream(&[&a], "")).unwrap();
+    std::os::unix::fs::symlink("v1", root.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/fulcrum.toml", root.join("fulcrum.toml")).unwrap();
+    let proxy = Proxy::start_file(&root.join("fulcrum.toml"), true).await;
+    let admin = proxy.admin.unwrap();
+    assert_eq!(get(&client(), &proxy.url("/")).await.2, "a");
+    // The kubelet's update: a new directory, a new link, renamed over ..data.
+    std::fs::create_dir(root.join("v2")).unwrap();
+    std::fs::write(root.join("v2/fulcrum.toml"), one_upstream(&[&b], "")).unwrap();
+    std::os::unix::fs::symlink("v2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    wait_generation(admin, 2).await;
+    assert_eq!(get(&client(), &proxy.url("/")).await.2, "b");
+}
+
+#[tokio::test]
+async fn listeners_are_added_and_removed_and_the_removed_one_drains() {
+    let a = Backend::spawn("a").await;
+    let two = |second: bool| {
+        let extra = if second {
+            "[[listener]]\nname = \"extra\"\nbind = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
+        format!(
+            "[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\n{extra}[[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{}]\n",
+            endpoints(&[&a])
+        )
+    };
+    let file = ConfigFile::new(&two(false));
+    let proxy = Proxy::start_file(&file.path, false).await;
+    let admin = proxy.admin.unwrap();
+    file.write(&two(true));
+    assert_eq!(reload(admin).await.0, 200);
+    // The added listener's address: from the log-free way, the metrics.
+    let m = metrics(admin).await;
+    assert!(
+        m.contains("fulcrum_downstream_connections{listener=\"extra\"} 0"),
+        "{m}"
+    );
+    let extra = find_listener(&a, admin, &proxy).await;
+    let c = client();
+    assert_eq!(get(&c, &format!("http://{extra}/")).await.2, "a");
+
+    // A slow request in flight on the extra listener survives its removal.
+    let slow_url = format!("http://{extra}/delay/700");
+    let slow = tokio::spawn(async move { get(&client(), &slow_url).await });
+    eventually(Duration::from_secs(5), || async {
+        a.last_seen().uri == "/delay/700"
+    })
+    .await;
+    file.write(&two(false));
+    assert_eq!(reload(admin).await.0, 200);
+    eventually(Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(extra).await.is_err()
+    })
+    .await;
+    let (code, _, body) = slow.await.unwrap();
+    assert_eq!((code.as_u16(), body.as_str()), (200, "a"));
+    assert_eq!(
+        get(&c, &proxy.url("/")).await.2,
+        "a",
+        "the kept listener serves on"
+    );
+}
+
+/// The added listener bound port 0; find it among the process's listening
+/// sockets by asking each candidate port on loopback (ports come from
+/// /proc/net/tcp, state LISTEN).
+async fn find_listener(a: &Backend, admin: SocketAddr, proxy: &Proxy) -> SocketAddr {
+    let known = [a.addr.port(), admin.port(), proxy.addr().port()];
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let mut candidates = Vec::new();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() > 3 && fields[3] == "0A" && fields[1].starts_with("0100007F:") {
+            let port = u16::from_str_radix(&fields[1][9..], 16).unwrap();
+            if !known.contains(&port) {
+                candidates.push(port);
+            }
+        }
+    }
+    let before = a.hits();
+    for port in candidates {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let req = Request::get(format!("http://{addr}/probe-extra"))
+            .body(empty())
+            .unwrap();
+        if let Ok(Ok(r)) =
+            tokio::time::timeout(Duration::from_millis(300), client().request(req)).await
+            && r.headers().get("x-backend").is_some_and(|v| v == "a")
+            && a.hits() > before
+            && a.last_seen().uri == "/probe-extra"
+        {
+            return addr;
+        }
+    }
+    panic!("the added listener does not answer");
+}
+
+#[tokio::test]
+async fn an_endpoint_that_is_down_stays_down_across_a_reload() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let c3 = Backend::spawn("c").await;
+    let checks = "[upstream.app.health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nunhealthy_threshold = 1\nhealthy_threshold = 1\n";
+    let file = ConfigFile::new(&one_upstream(&[&a, &b], checks));
+    let proxy = Proxy::start_file(&file.path, false).await;
+    let admin = proxy.admin.unwrap();
+    a.set_health(503);
+    let usable = |s: serde_json::Value, addr: SocketAddr| {
+        s["upstreams"]["app"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == addr.to_string())
+            .map(|e| e["usable"].clone())
+    };
+    eventually(Duration::from_secs(3), || async {
+        usable(status(admin).await, a.addr) == Some(false.into())
+    })
+    .await;
+    // Keep a, add c: a is still down right after the swap, before any probe.
+    file.write(&one_upstream(&[&a, &b, &c3], checks));
+    assert_eq!(reload(admin).await.0, 200);
+    let s = status(admin).await;
+    assert_eq!(usable(s.clone(), a.addr), Some(false.into()), "{s}");
+    let cl = client();
+    for _ in 0..9 {
+        assert_ne!(get(&cl, &proxy.url("/")).await.2, "a");
+    }
+    // The newcomer was probed at once.
+    eventually(Duration::from_secs(2), || async {
+        let s = status(admin).await;
+        s["upstreams"]["app"]["endpoints"][2]["health"]["state"] == "up"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn check_diff_predicts_the_share_of_keys_that_move() {
+    let backends: Vec<Backend> = {
+        let mut v = Vec::new();
+        for name in ["a", "b", "c", "d", "e"] {
+            v.push(Backend::spawn(name).await);
+        }
+        v
+    };
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let hashed = |list: &[&Backend]| {
+        one_upstream(
+            list,
+            "balance = \"consistent_hash\"\nhash_key = \"header:x-user\"",
+        )
+    };
+    let file = ConfigFile::new(&hashed(&refs[..4]));
+    let proxy = Proxy::start_file(&file.path, false).await;
+    let admin = proxy.admin.unwrap();
+    let route = |url: String| async move {
+        let c = client();
+        let mut owners = Vec::with_capacity(10_000);
+        for k in 0..10_000 {
+            let req = Request::get(&url)
+                .header("x-user", format!("u{k}"))
+                .body(empty())
+                .unwrap();
+            owners.push(send(&c, req).await.2);
+        }
+        owners
+    };
+    let before = route(proxy.url("/")).await;
+
+    // The new file adds e and drops b; the admin API gives the running config.
+    let new_text = hashed(&[refs[0], refs[2], refs[3], refs[4]]).replace(
+        "127.0.0.1:0\"\n[[listener]]",
+        &format!("{admin}\"\n[[listener]]"),
+    );
+    let new_file = file.dir.path().join("next.toml");
+    std::fs::write(&new_file, &new_text).unwrap();
+    // On the blocking pool: this runtime must keep serving the admin API.
+    let arg = new_file.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["-c", arg.to_str().unwrap(), "check", "--diff"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("+ endpoint {}", refs[4].addr)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("- endpoint {}", refs[1].addr)),
+        "{stdout}"
+    );
+    let predicted: f64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("app (consistent_hash): "))
+        .and_then(|l| l.strip_suffix("% of keys"))
+        .expect("moved share printed")
+        .parse()
+        .unwrap();
+
+    file.write(&new_text);
+    assert_eq!(reload(admin).await.0, 200);
+    let after = route(proxy.url("/")).await;
+    let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count() as f64 / 100.0;
+    assert!(
+        (predicted - moved).abs() <= 1.0,
+        "predicted {predicted}%, measured {moved}%"
+    );
+    assert!(moved > 10.0, "{moved}");
+}
