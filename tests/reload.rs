@@ -504,3 +504,110 @@ async fn check_diff_predicts_the_share_of_keys_that_move() {
     );
     assert!(moved > 10.0, "{moved}");
 }
+
+#[tokio::test]
+async fn a_listener_that_cannot_bind_fails_the_whole_reload() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let file = ConfigFile::new(&one_upstream(&[&a], ""));
+    let proxy = Proxy::start_file(&file.path, false).await;
+    let admin = proxy.admin.unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // Two changes: the upstream's endpoint, and a listener on a taken port.
+    file.write(&format!(
+        "{}[[listener]]\nname = \"second\"\nbind = \"127.0.0.1:{port}\"\n",
+        one_upstream(&[&b], "")
+    ));
+    let (code, body) = reload(admin).await;
+    assert_eq!(code, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("listener second: cannot bind 127.0.0.1:{port}")),
+        "{body}"
+    );
+    // Neither change happened.
+    assert_eq!(get(&client(), &proxy.url("/")).await.2, "a");
+    assert_eq!(status(admin).await["generation"], 1);
+}
+
+#[tokio::test]
+async fn replaced_certificates_apply_to_new_connections() {
+    use std::sync::Arc;
+    let a = Backend::spawn("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut roots = Vec::new();
+    for n in ["old", "new"] {
+        let ck = rcgen::generate_simple_self_signed(vec!["site.test".to_string()]).unwrap();
+        std::fs::write(dir.path().join(format!("{n}.pem")), ck.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join(format!("{n}.key")),
+            ck.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        let mut store = rustls::RootCertStore::empty();
+        store
+            .add(rustls::pki_types::CertificateDer::from(
+                ck.cert.der().to_vec(),
+            ))
+            .unwrap();
+        roots.push(store);
+    }
+    let config = |n: &str| {
+        format!(
+            "[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n[listener.tls]\ncertificates = [{{ cert = \"{n}.pem\", key = \"{n}.key\" }}]\n[[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{}]\n",
+            endpoints(&[&a])
+        )
+    };
+    let path = dir.path().join("fulcrum.toml");
+    std::fs::write(&path, config("old")).unwrap();
+    let proxy = Proxy::start_file(&path, false).await;
+    let admin = proxy.admin.unwrap();
+    let handshake = |roots: rustls::RootCertStore| {
+        let addr = proxy.addr();
+        async move {
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(
+                    rustls::pki_types::ServerName::try_from("site.test").unwrap(),
+                    tcp,
+                )
+                .await
+        }
+    };
+    assert!(handshake(roots[0].clone()).await.is_ok());
+    assert!(handshake(roots[1].clone()).await.is_err());
+    // An open connection made before the swap keeps working.
+    let before = handshake(roots[0].clone()).await.unwrap();
+    std::fs::write(&path, config("new")).unwrap();
+    assert_eq!(reload(admin).await.0, 200);
+    assert!(
+        handshake(roots[1].clone()).await.is_ok(),
+        "new connections get the new certificate"
+    );
+    assert!(handshake(roots[0].clone()).await.is_err());
+    let (mut send_req, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(before))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = send_req
+        .send_request(
+            Request::get("/")
+                .header("host", "site.test")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
