@@ -8,13 +8,18 @@ use fulcrum::balance::{MaglevTable, Ring};
 use fulcrum::upstream::{Endpoint, Upstream};
 
 fn endpoints(addresses: &[String], weights: &[u32]) -> Vec<Endpoint> {
+    build(addresses, weights, "round_robin", "").endpoints
+}
+
+/// An upstream of `balance` over `addresses` with `weights`.
+fn build(addresses: &[String], weights: &[u32], balance: &str, extra: &str) -> Upstream {
     let list: Vec<String> = addresses
         .iter()
         .zip(weights)
         .map(|(a, w)| format!("{{ address = \"{a}\", weight = {w} }}"))
         .collect();
     let text = format!(
-        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[upstream.u]\nendpoints = [{}]\n",
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[upstream.u]\nbalance = \"{balance}\"\n{extra}\nendpoints = [{}]\n",
         list.join(", ")
     );
     let config = fulcrum::config::parse(Path::new("q.toml"), &text).expect("valid");
@@ -23,7 +28,6 @@ fn endpoints(addresses: &[String], weights: &[u32]) -> Vec<Endpoint> {
         None,
         &fulcrum::metrics::Metrics::disabled(),
     )
-    .endpoints
 }
 
 fn addresses(n: usize, set: usize) -> Vec<String> {
@@ -73,21 +77,10 @@ fn simulate(u: &Upstream, service: &[u64], clients: usize, requests: usize) -> V
 }
 
 fn upstream(balance: &str, weights: &[u32], extra: &str) -> Upstream {
-    let list: Vec<String> = weights
-        .iter()
-        .enumerate()
-        .map(|(i, w)| format!("{{ address = \"10.9.0.{}:8080\", weight = {w} }}", i + 1))
+    let addresses: Vec<String> = (1..=weights.len())
+        .map(|i| format!("10.9.0.{i}:8080"))
         .collect();
-    let text = format!(
-        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[upstream.u]\nbalance = \"{balance}\"\n{extra}\nendpoints = [{}]\n",
-        list.join(", ")
-    );
-    let config = fulcrum::config::parse(Path::new("q.toml"), &text).expect("valid");
-    Upstream::build(
-        &config.upstreams[0],
-        None,
-        &fulcrum::metrics::Metrics::disabled(),
-    )
+    build(&addresses, weights, balance, extra)
 }
 
 fn bounded_load_over_cap(requests: usize) -> (usize, usize) {

@@ -237,18 +237,7 @@ fn a_port_that_cannot_be_bound_is_a_start_error_naming_the_listener() {
 
 #[test]
 fn run_serves_until_sigterm_then_exits_zero() {
-    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_addr = backend.local_addr().unwrap();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for stream in backend.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
+    let backend_addr = named_endpoint("ok");
     let (_dir, path) = write_config(&format!(
         "[admin]\nbind = \"\"\n[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{{ address = \"{backend_addr}\" }}]\n"
     ));

@@ -8,36 +8,22 @@ use std::path::Path;
 use fulcrum::balance::hash_key::hash_bytes;
 use fulcrum::upstream::Upstream;
 
-const CONFIG: &str = r#"
-[[listener]]
-name = "l"
-bind = "127.0.0.1:0"
-
-[upstream.ring]
-balance = "consistent_hash"
-hash_key = "header:x-user-id"
-endpoints = [
+const ENDPOINTS: &str = r#"endpoints = [
   { address = "10.0.0.1:8080", weight = 1 },
   { address = "10.0.0.2:8080", weight = 1 },
   { address = "10.0.0.3:8080", weight = 2 },
   { address = "backend-4.internal:8080", weight = 1 },
   { address = "10.0.0.5:9090", weight = 3 },
-]
+]"#;
 
-[upstream.table]
-balance = "maglev"
-hash_key = "header:x-user-id"
-endpoints = [
-  { address = "10.0.0.1:8080", weight = 1 },
-  { address = "10.0.0.2:8080", weight = 1 },
-  { address = "10.0.0.3:8080", weight = 2 },
-  { address = "backend-4.internal:8080", weight = 1 },
-  { address = "10.0.0.5:9090", weight = 3 },
-]
-"#;
+fn config() -> String {
+    format!(
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\n[upstream.ring]\nbalance = \"consistent_hash\"\nhash_key = \"header:x-user-id\"\n{ENDPOINTS}\n\n[upstream.table]\nbalance = \"maglev\"\nhash_key = \"header:x-user-id\"\n{ENDPOINTS}\n"
+    )
+}
 
 fn mapping(upstream: &str) -> String {
-    let config = fulcrum::config::parse(Path::new("golden.toml"), CONFIG).unwrap();
+    let config = fulcrum::config::parse(Path::new("golden.toml"), &config()).unwrap();
     let u = Upstream::build(
         config.upstream(upstream).unwrap(),
         None,

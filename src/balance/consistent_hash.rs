@@ -226,13 +226,7 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::{endpoints, endpoints_at};
-
-    fn keys(n: usize) -> Vec<u64> {
-        (0..n)
-            .map(|i| xxh3_64_with_seed(format!("key-{i}").as_bytes(), 0))
-            .collect()
-    }
+    use crate::balance::testing::{endpoints, endpoints_at, keys};
 
     fn max_over_mean(n: usize) -> f64 {
         let ring = Ring::build(&endpoints(&vec![1; n]));

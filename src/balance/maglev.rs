@@ -198,13 +198,7 @@ fn next_prime(n: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::{endpoints, endpoints_at};
-
-    fn keys(n: usize) -> Vec<u64> {
-        (0..n)
-            .map(|i| xxh3_64_with_seed(format!("key-{i}").as_bytes(), 0))
-            .collect()
-    }
+    use crate::balance::testing::{endpoints, endpoints_at, keys};
 
     #[test]
     fn primes() {

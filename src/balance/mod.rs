@@ -132,6 +132,13 @@ pub(crate) mod testing {
     use crate::config::UpstreamConfig;
     use crate::upstream::{Endpoint, EndpointState};
 
+    /// `n` fixed key hashes.
+    pub fn keys(n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| super::hash_key::hash_bytes(format!("key-{i}").as_bytes()))
+            .collect()
+    }
+
     pub fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
         endpoints_at(
             &weights
