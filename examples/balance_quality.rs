@@ -128,6 +128,8 @@ fn bounded_load_over_cap(requests: usize) -> (usize, usize) {
 }
 
 fn main() {
+    // Seeded: the figures in docs/algorithms.md are reproducible.
+    fastrand::seed(20261126);
     println!("least_requests, closed loop of 30 clients, 200,000 requests");
     let u = upstream("least_requests", &[1, 2, 3], "");
     let shares = simulate(&u, &[100, 100, 100], 30, 200_000);
