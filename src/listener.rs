@@ -95,6 +95,11 @@ pub struct Activity {
     /// Milliseconds since `epoch` when the current idle or head-reading
     /// phase began.
     since_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the last byte read or written: a
+    /// connection with requests in flight but nothing moving for
+    /// `idle_timeout` is stalled (a client that never reads its response,
+    /// an endpoint that hangs mid-body) and is closed.
+    last_io_ms: AtomicU64,
     reading_head: AtomicBool,
     http2: AtomicBool,
     /// Set when a request head starts arriving, so the timer moves its
@@ -332,7 +337,7 @@ async fn serve_http<S>(
                     connection.as_mut().graceful_shutdown();
                 }
                 Step::Close | Step::Wait(_) => {
-                    tracing::debug!(%peer, "connection closed: header_read_timeout or drain deadline");
+                    tracing::debug!(%peer, "connection closed: header_read_timeout, stalled, or drain deadline");
                     return;
                 }
             },
@@ -355,6 +360,7 @@ impl Activity {
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
             since_ms: AtomicU64::new(0),
+            last_io_ms: AtomicU64::new(0),
             reading_head: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             conflicting_length: AtomicBool::new(false),
@@ -370,7 +376,14 @@ impl Activity {
     fn step(&self, limits: &ServerConfig) -> Step {
         let now = Instant::now();
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Step::Wait(now + limits.idle_timeout);
+            let last_io =
+                self.epoch + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
+            let deadline = last_io + limits.idle_timeout;
+            return if now >= deadline {
+                Step::Close
+            } else {
+                Step::Wait(deadline)
+            };
         }
         let since = self.epoch + Duration::from_millis(self.since_ms.load(Ordering::Acquire));
         if self.reading_head.load(Ordering::Acquire) {
@@ -392,6 +405,9 @@ impl Activity {
 
 impl RequestGuard {
     fn start(activity: &Arc<Activity>, http2: bool) -> Self {
+        activity
+            .last_io_ms
+            .store(activity.now_ms(), Ordering::Relaxed);
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.reading_head.store(false, Ordering::Release);
         if http2 {
@@ -413,6 +429,15 @@ impl Drop for RequestGuard {
 }
 
 impl<S> Tracked<S> {
+    fn wrote(&self, result: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = result
+            && *n > 0
+        {
+            let a = &self.activity;
+            a.last_io_ms.store(a.now_ms(), Ordering::Relaxed);
+        }
+    }
+
     fn new(inner: S, activity: &Arc<Activity>) -> Self {
         Self {
             inner,
@@ -470,6 +495,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             let a = &this.activity;
+            a.last_io_ms.store(a.now_ms(), Ordering::Relaxed);
             if a.in_flight.load(Ordering::Acquire) == 0
                 && !a.reading_head.load(Ordering::Relaxed)
                 && !a.http2.load(Ordering::Relaxed)
@@ -494,7 +520,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(&result);
+        result
     }
 
     fn poll_write_vectored(
@@ -502,7 +531,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(&result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

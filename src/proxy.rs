@@ -212,6 +212,19 @@ async fn forward(
             None => None,
         },
     };
+    // An absolute-form target names its own host; one that disagrees with
+    // Host is ambiguous (RFC 9112 says the target wins, caches and endpoints
+    // may use Host): refuse it rather than guess.
+    if let (Some(authority), Some(host)) = (req.uri().authority(), req.headers().get(HOST))
+        && !authority
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(host.as_bytes())
+    {
+        return Err(ProxyError::BadRequest(
+            "Host disagrees with the request target",
+        ));
+    }
     let host = match &host_value {
         Some(v) => Some(
             v.to_str()
