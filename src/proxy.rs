@@ -205,7 +205,15 @@ async fn forward(
     }
 
     // The Host the client sent: the header, or the HTTP/2 :authority.
-    let host_value: Option<HeaderValue> = match req.headers().get(HOST) {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    let host_value: Option<HeaderValue> = match host_header {
         Some(h) => Some(h.clone()),
         None => match req.uri().authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -215,7 +223,7 @@ async fn forward(
     // An absolute-form target names its own host; one that disagrees with
     // Host is ambiguous (RFC 9112 says the target wins, caches and endpoints
     // may use Host): refuse it rather than guess.
-    if let (Some(authority), Some(host)) = (req.uri().authority(), req.headers().get(HOST))
+    if let (Some(authority), Some(host)) = (req.uri().authority(), host_header)
         && !authority
             .as_str()
             .as_bytes()
