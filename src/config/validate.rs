@@ -103,7 +103,9 @@ pub(super) fn validate(path: &Path, dir: &Path, text: &str) -> Result<Config, Ve
         let mut issues = Issues::default();
         for error in syntax {
             let span = error.span().unwrap_or(0..0);
-            let key = key_at(doc.get_ref(), span.start).unwrap_or_else(|| "(document)".into());
+            let key = key_at(doc.get_ref(), span.start)
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| "(document)".into());
             issues.push(span, key, format!("invalid TOML: {}", error.message()));
         }
         return Err(locate(issues.0));
@@ -908,6 +910,26 @@ endpoints = [{ address = "127.0.0.1:9001" }]
         let e = errors("[server]\nworkers = \n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("f.toml:2:"), "{e:?}");
+    }
+
+    #[test]
+    fn syntax_errors_always_name_a_key() {
+        // Found by fuzzing: a recovered tree can hold an empty key.
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/config-empty-key.toml"
+        ))
+        .unwrap();
+        // The fuzzer's input: the longest valid UTF-8 prefix of the bytes.
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap(),
+        };
+        let e = errors(text);
+        assert!(!e.is_empty());
+        for line in &e {
+            assert!(!line.contains(": : "), "{line}");
+        }
     }
 
     #[test]
