@@ -204,10 +204,10 @@ async fn forward(
         return Err(ProxyError::ConflictingLength);
     }
 
-    // The Host the client sent: the header, or the HTTP/2 :authority.
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
+    // The Host the client sent: the header, or the HTTP/2 :authority.
     let mut hosts = req.headers().get_all(HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
