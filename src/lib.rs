@@ -186,6 +186,17 @@ impl Fulcrum {
         if let Ok(mut health) = self.shared.health.lock() {
             health.sync(&self.shared, &self.shared.snapshot.load());
         }
+        let upkeep_metrics = Arc::clone(&self.shared.metrics);
+        let upkeep_stop = admin_stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(metrics::UPKEEP);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => upkeep_metrics.run_upkeep(),
+                    () = upkeep_stop.cancelled() => return,
+                }
+            }
+        });
         shutdown.await;
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         self.shared

@@ -35,6 +35,9 @@ pub const BUILD_INFO: &str = "fulcrum_build_info";
 pub const ACCESS_LOG_DROPPED: &str = "fulcrum_access_log_dropped_total";
 pub const UPSTREAM_FAIL_OPEN_REQUESTS: &str = "fulcrum_upstream_fail_open_requests_total";
 
+/// How often buffered histogram samples are folded into buckets.
+pub const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Histogram buckets in seconds: 0.5 ms to 30 s.
 pub const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -219,6 +222,16 @@ impl Metrics {
                 .map(|(k, v)| Label::new(k.to_string(), v.to_string()))
                 .collect(),
             slots: Default::default(),
+        }
+    }
+
+    /// Folds buffered histogram samples into their buckets. The exporter
+    /// keeps raw samples until a render or an upkeep; with no scraper they
+    /// would grow with every request, so `Fulcrum::serve` runs this every
+    /// [`UPKEEP`].
+    pub fn run_upkeep(&self) {
+        if let Some(handle) = &self.handle {
+            handle.run_upkeep();
         }
     }
 

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Side-by-side CPU cost per proxied request: nginx, HAProxy and fulcrum, each
+# with one worker pinned to CPU 1; wrk and the nginx endpoint on CPU 0.
+# Prints one markdown table per scenario (medians of ROUNDS rounds) and the
+# idle-connection memory table. Skips a peer that is not installed.
+#
+#   benches/e2e/run.sh            # ROUNDS=3 DURATION=10 by default
+#   apt-get install nginx haproxy wrk   # the peers and the load generator
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+# 10,000 is the goal; HAProxy needs 2 x maxconn descriptors, and the
+# machines here allow 20,000 per process, so 9,000 fits every contender.
+IDLE=${IDLE:-9000}
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
+command -v nginx >/dev/null || { echo "nginx is not installed (apt-get install nginx): it is also the endpoint"; exit 1; }
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+chmod 755 "$work"   # nginx workers run unprivileged
+head -c 4096 /dev/urandom > "$work/4k.bin" && chmod 644 "$work/4k.bin"
+sed "s|__DIR__|$work|" "$here/nginx-backend.conf" > "$work/nginx-backend.conf"
+cp "$here/nginx-proxy.conf" "$here/haproxy.cfg" "$here/fulcrum.toml" "$work/"
+(cd "$root" && cargo build --release --bin fulcrum -q)
+
+taskset -c 0 nginx -p "$work" -c "$work/nginx-backend.conf" 2>"$work/backend.log" & sleep 0.5
+
+declare -A start_cmd
+start_cmd[direct]=""
+start_cmd[nginx]="nginx -p $work -c $work/nginx-proxy.conf"
+start_cmd[haproxy]="haproxy -f $work/haproxy.cfg"
+start_cmd[fulcrum]="$root/target/release/fulcrum -c $work/fulcrum.toml"
+declare -A port=([direct]=18080 [nginx]=18081 [haproxy]=18082 [fulcrum]=18083)
+contenders=(direct)
+for c in nginx haproxy fulcrum; do
+  bin=${start_cmd[$c]%% *}
+  if command -v "$bin" >/dev/null 2>&1 || [ -x "$bin" ]; then contenders+=("$c"); else echo "skipping $c: not installed"; fi
+done
+
+pids_of() { # the proxy's processes and their children (nginx: master + worker)
+  local main; main=$(pgrep -f -- "${start_cmd[$1]}" || true)
+  for p in $main; do echo "$p"; pgrep -P "$p" || true; done
+}
+cpu_ticks() { # utime+stime of the given pids, in clock ticks
+  local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t
+}
+hwm_kib() { local m=0; for p in "$@"; do v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status"); m=$((m + v)); done; echo $m; }
+rss_kib() { local m=0; for p in "$@"; do v=$(awk '/VmRSS/ {print $2}' "/proc/$p/status"); m=$((m + v)); done; echo $m; }
+tck=$(getconf CLK_TCK)
+
+declare -A results
+scenarios=("small 50" "small 256" "4k 50")
+for round in $(seq "$ROUNDS"); do
+  for c in "${contenders[@]}"; do
+    if [ "$c" != direct ]; then taskset -c 1 ${start_cmd[$c]} >"$work/$c.log" 2>&1 & sleep 1; fi
+    pids=$(pids_of "$c"); [ "$c" = direct ] && pids=""
+    for s in "${scenarios[@]}"; do
+      set -- $s; path=$1; conns=$2
+      url="http://127.0.0.1:${port[$c]}/$path"
+      taskset -c 0 wrk -t1 -c"$conns" -d2s "$url" >/dev/null 2>&1 || true  # warm-up
+      before=$(cpu_ticks $pids)
+      out=$(taskset -c 0 wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$url")
+      after=$(cpu_ticks $pids)
+      reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+      rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+      to_ms='{ v=$2; if (v ~ /us$/) { sub(/us$/, "", v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v*=1000 }; printf "%.2f", v }'
+      p50=$(echo "$out" | awk '$1=="50%"' | awk "$to_ms")
+      p99=$(echo "$out" | awk '$1=="99%"' | awk "$to_ms")
+      errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+      us=$(awk -v t=$((after - before)) -v r="$reqs" -v k="$tck" 'BEGIN { if (r > 0) printf "%.1f", t * 1000000 / k / r; else print "n/a" }')
+      results["$c|$s|$round"]="$rps $p50 $p99 $us $(hwm_kib $pids) $errors"
+    done
+    if [ "$c" != direct ]; then kill $pids 2>/dev/null || true; sleep 0.5; fi
+  done
+done
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo
+echo "$(date -u +%Y-%m-%d), $(nproc) cores, ROUNDS=$ROUNDS DURATION=${DURATION}s; proxy on CPU 1, wrk and the endpoint on CPU 0"
+for s in "${scenarios[@]}"; do
+  set -- $s
+  echo
+  echo "### ${1/small/12 B} body, $2 connections"
+  echo
+  echo "| contender | req/s | p50 | p99 | CPU µs/request | peak RSS (KiB) |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  for c in "${contenders[@]}"; do
+    col() { for r in $(seq "$ROUNDS"); do echo "${results[$c|$s|$r]}" | awk -v i="$1" '{print $i}'; done; }
+    rps=$(col 1 | median); us=$(col 4 | median)
+    p50=$(col 2 | median); p99=$(col 3 | median); rss=$(col 5 | median)
+    [ "$c" = direct ] && { us="-"; rss="-"; }
+    echo "| $c | $rps | ${p50} ms | ${p99} ms | $us | $rss |"
+  done
+done
+
+echo
+echo "### $IDLE idle keep-alive client connections"
+echo
+echo "| contender | RSS before (KiB) | RSS with connections open (KiB) |"
+echo "| --- | --- | --- |"
+for c in "${contenders[@]}"; do
+  [ "$c" = direct ] && continue
+  taskset -c 1 ${start_cmd[$c]} >"$work/$c.log" 2>&1 & sleep 1
+  pids=$(pids_of "$c")
+  before=$(rss_kib $pids)
+  exec 3> >(python3 "$here/idle.py" 127.0.0.1 "${port[$c]}" "$IDLE" > "$work/idle.out")
+  for _ in $(seq 120); do grep -q open "$work/idle.out" 2>/dev/null && break; sleep 0.5; done
+  with=$(rss_kib $pids)
+  exec 3>&-
+  kill $pids 2>/dev/null || true; sleep 1
+  echo "| $c | $before | $with |"
+done
