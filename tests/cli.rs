@@ -64,24 +64,48 @@ impl Running {
 /// Starts `fulcrum run` and reads stderr until it logs its first listening
 /// address.
 fn start(config: &Path) -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .args(["-c", config.to_str().unwrap(), "run"])
-        .env("FULCRUM_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("fulcrum logged its address").unwrap();
-        if let Some(i) = line.find("addr=") {
-            break line[i + 5..].split_whitespace().next().unwrap().to_string();
-        }
+    let (running, mut lines) = spawn(&["-c", config.to_str().unwrap(), "run"], Output::Stderr);
+    let addr = lines
+        .by_ref()
+        .find_map(|line| address_in(&line, "listening"))
+        .expect("fulcrum logged its address");
+    drain(lines);
+    (running, addr)
+}
+
+/// Which of the child's outputs to read.
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+/// Starts the binary with `args` and returns it with the lines of `output`.
+fn spawn(args: &[&str], output: Output) -> (Running, impl Iterator<Item = String> + use<>) {
+    let mut command = Command::new(BIN);
+    command.args(args).env("FULCRUM_LOG", "info");
+    let mut child = match output {
+        Output::Stdout => command.stdout(Stdio::piped()).stderr(Stdio::null()),
+        Output::Stderr => command.stderr(Stdio::piped()).stdout(Stdio::null()),
+    }
+    .spawn()
+    .unwrap();
+    let pipe: Box<dyn std::io::Read + Send> = match output {
+        Output::Stdout => Box::new(child.stdout.take().unwrap()),
+        Output::Stderr => Box::new(child.stderr.take().unwrap()),
     };
-    // Keep draining stderr so the child never blocks on a full pipe.
+    let lines = BufReader::new(pipe).lines().map(Result::unwrap);
+    (Running(child), lines)
+}
+
+/// The `addr=` value of a log line containing `needle`.
+fn address_in(line: &str, needle: &str) -> Option<String> {
+    let i = line.find("addr=").filter(|_| line.contains(needle))?;
+    Some(line[i + 5..].split_whitespace().next()?.to_string())
+}
+
+/// Keeps reading so the child never blocks on a full pipe.
+fn drain(lines: impl Iterator<Item = String> + Send + 'static) {
     std::thread::spawn(move || for _ in lines {});
-    (Running(child), addr)
 }
 
 fn http_get(addr: &str, path: &str) -> String {
@@ -262,18 +286,10 @@ fn run_serves_until_sigterm_then_exits_zero() {
 
 #[test]
 fn demo_balances_across_three_endpoints() {
-    let mut child = Command::new(BIN)
-        .arg("demo")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut running = Running(child);
-    let mut lines = BufReader::new(stdout).lines();
+    let (mut running, mut lines) = spawn(&["demo"], Output::Stdout);
     let mut printed = String::new();
     let addr = loop {
-        let line = lines.next().expect("demo prints its address").unwrap();
+        let line = lines.next().expect("demo prints its address");
         printed.push_str(&line);
         printed.push('\n');
         if let Some(rest) = line.strip_prefix("fulcrum demo: proxy on http://") {
@@ -281,7 +297,6 @@ fn demo_balances_across_three_endpoints() {
         }
     };
     for line in lines.by_ref() {
-        let line = line.unwrap();
         printed.push_str(&line);
         printed.push('\n');
         if line.contains("Ctrl-C") {
@@ -449,27 +464,12 @@ fn sighup_reloads_the_config() {
     let (_dir, path) = write_config(
         "[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{ address = \"127.0.0.1:9\" }]\n",
     );
-    let mut child = Command::new(BIN)
-        .args(["-c", path.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut running = Running(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let admin = loop {
-        let line = lines
-            .next()
-            .expect("fulcrum logged the admin address")
-            .unwrap();
-        if line.contains("admin API listening")
-            && let Some(i) = line.find("addr=")
-        {
-            break line[i + 5..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut running, mut lines) = spawn(&["-c", path.to_str().unwrap()], Output::Stderr);
+    let admin = lines
+        .by_ref()
+        .find_map(|line| address_in(&line, "admin API listening"))
+        .expect("fulcrum logged the admin address");
+    drain(lines);
     let generation = || {
         let body = http_get(&admin, "/status");
         let json = body

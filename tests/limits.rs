@@ -23,37 +23,26 @@ async fn read_some(s: &mut TcpStream, wait: Duration) -> String {
     }
 }
 
+/// Sends a GET whose `x-big` header is `len` bytes; returns the response.
+async fn get_with_header(proxy: &Proxy, len: usize) -> String {
+    let request = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\nconnection: close\r\n\r\n",
+        "x".repeat(len)
+    );
+    raw(proxy.addr(), request.as_bytes(), Duration::from_secs(5)).await
+}
+
 #[tokio::test]
 async fn request_heads_over_max_header_bytes_get_431() {
     let (b, proxy) = proxy_with("max_header_bytes = 2048").await;
-    let big = "x".repeat(3000);
-    let r = raw(
-        proxy.addr(),
-        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n")
-            .as_bytes(),
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = get_with_header(&proxy, 3000).await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
     assert!(r.contains("max_header_bytes"), "{r}");
     // Far over the limit, hyper refuses it before parsing completes.
-    let huge = "x".repeat(20_000);
-    let r = raw(
-        proxy.addr(),
-        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {huge}\r\n\r\n").as_bytes(),
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = get_with_header(&proxy, 20_000).await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
     // Just under the limit passes.
-    let fits = "x".repeat(1800);
-    let r = raw(
-        proxy.addr(),
-        format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {fits}\r\nconnection: close\r\n\r\n")
-            .as_bytes(),
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = get_with_header(&proxy, 1800).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert_eq!(b.hits(), 1);
 }
