@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, EXPECT, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, EXPECT, Entry, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
 };
 use http::uri::PathAndQuery;
 
@@ -31,26 +32,57 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// `Connection`). With `keep_upgrade`, `Upgrade` survives and `Connection:
 /// upgrade` is set again, so an upgrade passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named_by_connection: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named_by_connection {
-        if !(keep_upgrade && name == UPGRADE) {
-            headers.remove(&name);
+    // The Connection values, taken out (reference-counted, not copied); the
+    // names they list are removed by &str, without building HeaderNames.
+    let mut listed: [Option<HeaderValue>; 4] = Default::default();
+    let mut more = Vec::new();
+    if let Entry::Occupied(entry) = headers.entry(CONNECTION) {
+        for (i, value) in entry.remove_entry_mult().1.enumerate() {
+            match listed.get_mut(i) {
+                Some(slot) => *slot = Some(value),
+                None => more.push(value),
+            }
         }
     }
-    headers.remove(CONNECTION);
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(TRAILER);
-    headers.remove(TRANSFER_ENCODING);
+    for value in listed.iter().flatten().chain(&more) {
+        let Ok(tokens) = value.to_str() else { continue };
+        for token in tokens.split(',').map(str::trim) {
+            let kept = token.is_empty() || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"));
+            if !kept {
+                headers.remove(token);
+            }
+        }
+    }
+    // One pass over the names present instead of a lookup per listed name:
+    // most messages carry none of these.
+    let mut present = [false; 5];
+    for name in headers.keys() {
+        let slot = if *name == KEEP_ALIVE {
+            0
+        } else if *name == PROXY_CONNECTION {
+            1
+        } else if name == TRAILER {
+            2
+        } else if name == TRANSFER_ENCODING {
+            3
+        } else if name == UPGRADE {
+            4
+        } else {
+            continue;
+        };
+        present[slot] = true;
+    }
+    for (i, name) in [&KEEP_ALIVE, &PROXY_CONNECTION, &TRAILER, &TRANSFER_ENCODING]
+        .into_iter()
+        .enumerate()
+    {
+        if present[i] {
+            headers.remove(name);
+        }
+    }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present[4] {
         headers.remove(UPGRADE);
     }
 }
@@ -75,18 +107,26 @@ pub fn rewrite_request(
     // hyper answers `Expect: 100-continue` itself when the body is first read.
     headers.remove(EXPECT);
 
-    let ip = client_ip.to_string();
+    // Formatted on the stack: no String per request.
+    let mut buf = [0u8; 48];
+    let len = {
+        use std::io::Write as _;
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{client_ip}");
+        cursor.position() as usize
+    };
+    let ip = &buf[..len];
     let forwarded_for = {
         let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
         if prior.peek().is_none() {
-            HeaderValue::from_str(&ip)
+            HeaderValue::from_bytes(ip)
         } else {
             let mut joined = Vec::new();
             for v in prior {
                 joined.extend_from_slice(v.as_bytes());
                 joined.extend_from_slice(b", ");
             }
-            joined.extend_from_slice(ip.as_bytes());
+            joined.extend_from_slice(ip);
             HeaderValue::from_bytes(&joined)
         }
     };
