@@ -122,11 +122,6 @@ impl AccessLog {
             }
         }
     }
-
-    /// Lines dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
 }
 
 impl Writer {

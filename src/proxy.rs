@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, HeaderValue, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -197,10 +197,10 @@ async fn forward(
     if head_size(&req) > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
-    if downstream.conflicting_length
-        || (req.headers().contains_key(TRANSFER_ENCODING)
-            && req.headers().contains_key(CONTENT_LENGTH))
-    {
+    // hyper drops Content-Length when Transfer-Encoding is present (HTTP/1)
+    // and HTTP/2 refuses Transfer-Encoding, so the request cannot show the
+    // conflict: the connection's head scan (listener.rs) reports it.
+    if downstream.conflicting_length {
         return Err(ProxyError::ConflictingLength);
     }
 

@@ -98,10 +98,6 @@ impl ConsistentHash {
         }
         self.ring.walk(key, |i| eligible(endpoints, i, tried))
     }
-
-    pub fn ring(&self) -> &Ring {
-        &self.ring
-    }
 }
 
 impl Ring {

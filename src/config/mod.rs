@@ -258,11 +258,6 @@ impl LoadError {
 }
 
 impl Config {
-    /// The directory relative paths in the file are resolved against.
-    pub fn dir(&self) -> &Path {
-        base_dir(&self.path)
-    }
-
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
     }
