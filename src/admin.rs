@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -207,7 +207,10 @@ pub fn status(shared: &Shared) -> Value {
                             "error": p.error,
                         })
                     });
-                    let ejected_until = h.ejected_until.map(rfc3339);
+                    // The wall-clock end of the ejection, from its Instant.
+                    let ejected_until = h.outlier.ejected_until.map(|until| {
+                        rfc3339(SystemTime::now() + until.saturating_duration_since(Instant::now()))
+                    });
                     let ejection_cause = ejected_until.as_ref().and(h.ejection_cause.clone());
                     json!({
                         "address": &*e.address,

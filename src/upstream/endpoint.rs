@@ -64,8 +64,6 @@ pub struct Health {
     pub outlier: Outlier,
     /// Why the current (or last) ejection happened.
     pub ejection_cause: Option<String>,
-    /// The wall-clock end of the current ejection, for /status.
-    pub ejected_until: Option<SystemTime>,
 }
 
 /// One active probe's result.

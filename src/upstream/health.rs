@@ -194,10 +194,9 @@ pub fn apply_probe(
     health.last_probe = Some(result);
     health.checked = Some(pass);
     if pass && health.down {
-        // A newcomer that starts unusable needs one pass; a fallen
-        // endpoint needs healthy_threshold passes in a row.
-        let never_up_yet = first;
-        if never_up_yet || health.streak >= config.healthy_threshold {
+        // A newcomer that starts unusable (first probe) needs one pass; a
+        // fallen endpoint needs healthy_threshold passes in a row.
+        if first || health.streak >= config.healthy_threshold {
             health.down = false;
         }
     } else if !pass && !health.down && health.streak >= config.unhealthy_threshold {
@@ -268,7 +267,6 @@ pub fn passive_result(
                 config.consecutive_failures
             );
             health.ejection_cause = Some(why.clone());
-            health.ejected_until = Some(SystemTime::now() + duration);
             state.metrics.ejections.increment(1);
             tracing::warn!(upstream = %upstream.name, endpoint = %state.address, ?duration, "endpoint ejected");
             let changed = state.refresh(&health, &format!("ejected for {duration:?}: {why}"));
@@ -284,7 +282,6 @@ pub fn passive_result(
                 let changed = {
                     let mut health = state.health();
                     if health.outlier.expire(Instant::now()) {
-                        health.ejected_until = None;
                         state.refresh(&health, "ejection time over")
                     } else {
                         false
