@@ -37,6 +37,14 @@ struct Running {
     max_connections: usize,
 }
 
+/// What a reload does with one configured listener.
+enum Plan {
+    /// Keep running listener `i`; `Some` = its certificates changed.
+    Keep(usize, Option<Option<TlsAcceptor>>),
+    /// A new socket, bound.
+    Add(BoundListener),
+}
+
 struct RunningListener {
     name: Arc<str>,
     config: ListenerConfig,
@@ -150,24 +158,24 @@ impl Reloader {
     fn apply(&self, state: &mut Running, path: &Path, text: String) -> Result<u64, String> {
         let config = config::parse(path, &text).map_err(|e| e.to_string())?;
 
-        // Everything that can fail, before anything changes.
-        let mut kept: Vec<(usize, Option<Option<TlsAcceptor>>)> = Vec::new();
-        let mut added: Vec<BoundListener> = Vec::new();
+        // Everything that can fail, before anything changes: one plan per
+        // configured listener, in order.
+        let mut plans = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            match state
+            let kept = state
                 .listeners
                 .iter()
-                .position(|r| *r.name == *l.name && r.config.bind == l.bind)
-            {
+                .position(|r| *r.name == *l.name && r.config.bind == l.bind);
+            plans.push(match kept {
                 Some(i) => {
                     let tls = (state.listeners[i].config.tls != l.tls)
                         .then(|| tls_acceptor(l))
                         .transpose()
                         .map_err(|e| e.to_string())?;
-                    kept.push((i, tls));
+                    Plan::Keep(i, tls)
                 }
-                None => added.push(BoundListener::bind(l).map_err(|e| e.to_string())?),
-            }
+                None => Plan::Add(BoundListener::bind(l).map_err(|e| e.to_string())?),
+            });
         }
         let previous = self.shared.snapshot.load_full();
         let generation = previous.generation + 1;
@@ -180,24 +188,24 @@ impl Reloader {
 
         // Commit.
         self.shared.snapshot.store(Arc::clone(&snapshot));
-        let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut old: Vec<Option<RunningListener>> = state.listeners.drain(..).map(Some).collect();
-        let mut added = added.into_iter();
-        for l in &config.listeners {
-            if let Some((i, tls)) = kept
-                .iter_mut()
-                .find(|(i, _)| old[*i].as_ref().is_some_and(|r| *r.name == *l.name))
-            {
-                let mut running = old[*i].take().expect("kept once");
-                if let Some(tls) = tls.take() {
-                    running.tls.store(tls.map(Arc::new));
-                    tracing::info!(listener = %l.name, "certificates replaced for new connections");
+        let mut listeners = Vec::with_capacity(plans.len());
+        for (plan, l) in plans.into_iter().zip(&config.listeners) {
+            match plan {
+                Plan::Keep(i, tls) => {
+                    // Names are unique, so each old listener is kept at most once.
+                    let mut running = old[i].take().expect("kept once");
+                    if let Some(tls) = tls {
+                        running.tls.store(tls.map(Arc::new));
+                        tracing::info!(listener = %l.name, "certificates replaced for new connections");
+                    }
+                    running.config = l.clone();
+                    listeners.push(running);
                 }
-                running.config = l.clone();
-                listeners.push(running);
-            } else if let Some(bound) = added.next() {
-                tracing::info!(listener = %bound.name, addr = %bound.local_addr, "listener added");
-                listeners.push(self.spawn(bound));
+                Plan::Add(bound) => {
+                    tracing::info!(listener = %bound.name, addr = %bound.local_addr, "listener added");
+                    listeners.push(self.spawn(bound));
+                }
             }
         }
         for removed in old.into_iter().flatten() {
@@ -236,17 +244,15 @@ impl Reloader {
     }
 
     fn warn_about_restart_only(&self, config: &config::Config) {
-        let loaded = self.shared.startup.lock().map(|s| s.clone()).ok();
-        if let Some(startup) = loaded {
-            if startup.admin != config.admin {
-                tracing::warn!("admin settings changed; they apply after a restart");
-            }
-            if startup.access_log != config.access_log {
-                tracing::warn!("access_log settings changed; they apply after a restart");
-            }
-            if startup.workers != config.server.workers {
-                tracing::warn!("server.workers changed; it applies after a restart");
-            }
+        let startup = &self.shared.startup;
+        if startup.admin != config.admin {
+            tracing::warn!("admin settings changed; they apply after a restart");
+        }
+        if startup.access_log != config.access_log {
+            tracing::warn!("access_log settings changed; they apply after a restart");
+        }
+        if startup.workers != config.server.workers {
+            tracing::warn!("server.workers changed; it applies after a restart");
         }
     }
 }

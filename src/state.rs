@@ -51,7 +51,7 @@ pub struct Shared {
     /// Active health-check tasks.
     pub health: Mutex<crate::upstream::health::Supervisor>,
     /// Settings only a restart changes, as loaded at start.
-    pub startup: Mutex<crate::reload::Startup>,
+    pub startup: crate::reload::Startup,
     /// The text of the config in use.
     config_text: Mutex<String>,
     generation: metrics::Gauge,
@@ -164,11 +164,11 @@ impl Shared {
             connections: Mutex::new(Vec::new()),
             access_log,
             health: Mutex::default(),
-            startup: Mutex::new(crate::reload::Startup {
+            startup: crate::reload::Startup {
                 admin: config.admin.clone(),
                 access_log: config.access_log.clone(),
                 workers: config.server.workers,
-            }),
+            },
             config_text: Mutex::new(config.source.clone()),
             generation,
             reloads_ok,
