@@ -109,17 +109,28 @@ fn drain(lines: impl Iterator<Item = String> + Send + 'static) {
 }
 
 fn http_get(addr: &str, path: &str) -> String {
+    http_get_with(addr, path, "")
+}
+
+/// A GET with `headers` (each ending in CRLF); the whole response.
+fn http_get_with(addr: &str, path: &str, headers: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: demo\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: demo\r\n{headers}connection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
+}
+
+/// The first word of a response's last line (the demo endpoints' name).
+fn first_word_of_last_line(response: &str) -> String {
+    let last = response.lines().last().unwrap_or_default();
+    last.split(' ').next().unwrap_or_default().to_string()
 }
 
 #[test]
@@ -308,16 +319,7 @@ fn demo_balances_across_three_endpoints() {
         "{printed}"
     );
     let names: Vec<String> = (0..6)
-        .map(|_| {
-            http_get(&addr, "/")
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .split(' ')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+        .map(|_| first_word_of_last_line(&http_get(&addr, "/")))
         .collect();
     for name in ["alpha", "beta", "gamma"] {
         assert_eq!(names.iter().filter(|n| *n == name).count(), 2, "{names:?}");
@@ -325,22 +327,11 @@ fn demo_balances_across_three_endpoints() {
     // The sticky route keeps each user on one endpoint.
     assert!(printed.contains("/sticky"), "{printed}");
     let sticky = |user: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "GET /sticky HTTP/1.1\r\nhost: demo\r\nx-user-id: {user}\r\nconnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.lines()
-            .last()
-            .unwrap_or_default()
-            .split(' ')
-            .next()
-            .unwrap()
-            .to_string()
+        first_word_of_last_line(&http_get_with(
+            &addr,
+            "/sticky",
+            &format!("x-user-id: {user}\r\n"),
+        ))
     };
     for user in ["alice", "bob", "carol", "dave"] {
         let first = sticky(user);
@@ -424,16 +415,8 @@ fn two_processes_on_the_same_config_map_keys_identically() {
         let (_first, a) = start(&path);
         let (_second, b) = start(&path);
         let ask = |addr: &str, key: usize| {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            write!(
-                s,
-                "GET / HTTP/1.1\r\nhost: x\r\nx-user: user-{key}\r\nconnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out.rsplit("\r\n").next().unwrap().to_string()
+            let response = http_get_with(addr, "/", &format!("x-user: user-{key}\r\n"));
+            response.rsplit("\r\n").next().unwrap().to_string()
         };
         let mut spread = std::collections::BTreeMap::new();
         for key in 0..1000 {

@@ -14,6 +14,15 @@ async fn proxy_with(server: &str) -> (Backend, Proxy) {
     (b, proxy)
 }
 
+/// Sends a GET on `s` and asserts it is answered 200.
+async fn get_ok(s: &mut TcpStream, what: &str) {
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_some(s, Duration::from_secs(5)).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{what}: {r:?}");
+}
+
 /// Reads one response head (and whatever follows in the same read).
 async fn read_some(s: &mut TcpStream, wait: Duration) -> String {
     let mut buf = vec![0u8; 16384];
@@ -103,37 +112,16 @@ async fn trickled_headers_are_cut_off_but_idle_keepalive_is_not() {
 
     // An idle keep-alive connection outlives header_read_timeout.
     let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(
-        read_some(&mut s, Duration::from_secs(5))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    get_ok(&mut s, "first request").await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let r = read_some(&mut s, Duration::from_secs(5)).await;
-    assert!(
-        r.starts_with("HTTP/1.1 200"),
-        "second request on the idle connection: {r:?}"
-    );
+    get_ok(&mut s, "second request on the idle connection").await;
 }
 
 #[tokio::test]
 async fn idle_connections_close_after_idle_timeout() {
     let (_b, proxy) = proxy_with("idle_timeout = \"300ms\"").await;
     let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(
-        read_some(&mut s, Duration::from_secs(5))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    get_ok(&mut s, "first request").await;
     let started = Instant::now();
     let rest = read_until_close(&mut s, Duration::from_secs(5)).await;
     assert_eq!(rest, "");
@@ -150,14 +138,7 @@ async fn max_connections_holds_new_connections_until_one_closes() {
     let mut open = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(
-            read_some(&mut s, Duration::from_secs(5))
-                .await
-                .starts_with("HTTP/1.1 200")
-        );
+        get_ok(&mut s, "within max_connections").await;
         open.push(s);
     }
     let mut third = TcpStream::connect(proxy.addr()).await.unwrap();
