@@ -356,8 +356,9 @@ async fn forward(
             tokio::time::timeout(upstream.response_timeout, endpoint.client.request(request)).await;
         let failure = match outcome {
             Ok(Ok(mut response)) => {
-                let latency = sent.elapsed();
-                endpoint.state.observe_latency(latency);
+                let answered = std::time::Instant::now();
+                let latency = answered - sent;
+                endpoint.state.observe_latency(sent, answered);
                 let status = response.status();
                 let m = &endpoint.state.metrics;
                 m.responses.get(status.as_u16()).increment(1);

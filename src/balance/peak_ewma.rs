@@ -54,7 +54,9 @@ mod tests {
         let pe = PeakEwma::new(&eps);
         for (i, e) in eps.iter().enumerate() {
             let ms = if i == 2 { 50 } else { 5 };
-            e.state.observe_latency(Duration::from_millis(ms));
+            let now = std::time::Instant::now();
+            e.state
+                .observe_latency(now - Duration::from_millis(ms), now);
         }
         let picks = (0..10_000)
             .filter(|_| pe.pick(&eps, &[]) == Some(2))
@@ -83,7 +85,10 @@ mod tests {
         fastrand::seed(4);
         let eps = endpoints(&[1, 1]);
         let pe = PeakEwma::new(&eps);
-        eps[0].state.observe_latency(Duration::from_millis(5));
+        let now = std::time::Instant::now();
+        eps[0]
+            .state
+            .observe_latency(now - Duration::from_millis(5), now);
         let new = (0..10_000)
             .filter(|_| pe.pick(&eps, &[]) == Some(1))
             .count();

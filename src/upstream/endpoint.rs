@@ -233,9 +233,11 @@ impl EndpointState {
     /// Feeds one observed latency (request sent to response headers) into
     /// the peak-EWMA: a higher latency is taken at once (the peak), a lower
     /// one pulls the estimate down with weight 1 - exp(-dt / EWMA_DECAY).
-    pub fn observe_latency(&self, latency: Duration) {
-        let now = epoch().elapsed().as_nanos() as u64;
-        self.observe_latency_at(latency, now);
+    /// `sent` and `answered` bound the attempt; the caller has read the
+    /// clock already, so this reads it no more.
+    pub fn observe_latency(&self, sent: Instant, answered: Instant) {
+        let now = answered.saturating_duration_since(epoch()).as_nanos() as u64;
+        self.observe_latency_at(answered.saturating_duration_since(sent), now);
     }
 
     /// [`EndpointState::observe_latency`] at an explicit time (ns since the
