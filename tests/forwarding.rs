@@ -257,3 +257,15 @@ async fn connections_to_endpoints_are_kept_alive() {
     assert_eq!(b.hits(), 20);
     assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn pool_max_idle_zero_keeps_no_idle_connection() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "pool_max_idle = 0")).await;
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(get(&c, &proxy.url("/")).await.0, 200);
+    }
+    // Nothing is pooled: every request opened its own connection.
+    assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
