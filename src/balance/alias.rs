@@ -6,9 +6,15 @@ use crate::upstream::Endpoint;
 /// are never drawn.
 #[derive(Debug, Clone)]
 pub struct Alias {
-    /// Per column: the chance (scaled to 2^32) of keeping the column itself.
-    keep: Vec<u64>,
-    alias: Vec<u32>,
+    columns: Vec<Column>,
+}
+
+/// One column: the chance (scaled to 2^32) of keeping the column itself, and
+/// the index drawn otherwise; side by side so a draw is one load.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    keep: u64,
+    alias: u32,
 }
 
 impl Alias {
@@ -21,8 +27,7 @@ impl Alias {
         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
         if total == 0 {
             return Self {
-                keep: Vec::new(),
-                alias: Vec::new(),
+                columns: Vec::new(),
             };
         }
         // Scaled so the mean column is exactly `total`: integer arithmetic,
@@ -44,28 +49,44 @@ impl Alias {
         for i in large.into_iter().chain(small) {
             scaled[i] = total;
         }
-        let keep = scaled
+        let columns = scaled
             .iter()
-            .map(|&s| ((u128::from(s) << 32) / u128::from(total)) as u64)
+            .zip(alias)
+            .map(|(&s, alias)| Column {
+                keep: ((u128::from(s) << 32) / u128::from(total)) as u64,
+                alias,
+            })
             .collect();
-        Self { keep, alias }
+        Self { columns }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keep.is_empty()
+        self.columns.is_empty()
     }
 
-    /// One draw from a uniformly random `r`: the high 32 bits choose the
-    /// column, the low 32 bits the coin.
+    /// The table's columns, for callers that keep several tables in one array.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// One draw from a uniformly random `r`.
     #[inline]
     pub fn draw(&self, r: u64) -> usize {
-        let n = self.keep.len() as u64;
-        let column = (((r >> 32) * n) >> 32) as usize;
-        if (r & 0xffff_ffff) < self.keep[column] {
-            column
-        } else {
-            self.alias[column] as usize
-        }
+        draw(&self.columns, r)
+    }
+}
+
+/// One draw from `columns` (a non-empty table) and a uniformly random `r`:
+/// the high 32 bits choose the column, the low 32 bits the coin.
+#[inline]
+pub fn draw(columns: &[Column], r: u64) -> usize {
+    let n = columns.len() as u64;
+    let index = (((r >> 32) * n) >> 32) as usize;
+    let column = columns[index];
+    if (r & 0xffff_ffff) < column.keep {
+        index
+    } else {
+        column.alias as usize
     }
 }
 

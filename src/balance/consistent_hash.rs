@@ -49,11 +49,18 @@ pub struct ConsistentHash {
 /// The ring: sorted points and an index of where each top-bits bucket starts.
 #[derive(Debug, Clone)]
 pub struct Ring {
-    hashes: Vec<u64>,
-    endpoints: Vec<u32>,
+    /// A point's hash and endpoint side by side: a lookup touches one cache
+    /// line per point, not one in each of two arrays.
+    points: Vec<Point>,
     /// `buckets[b]` is the first point whose hash's top `bits` bits are >= b.
     buckets: Vec<u32>,
     bits: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    hash: u64,
+    endpoint: u32,
 }
 
 impl ConsistentHash {
@@ -118,23 +125,24 @@ impl Ring {
             }
         }
         points.sort_unstable();
-        let hashes: Vec<u64> = points.iter().map(|p| p.0).collect();
-        let endpoints: Vec<u32> = points
-            .iter()
-            .map(|p| by_address[p.1 as usize] as u32)
+        let points: Vec<Point> = points
+            .into_iter()
+            .map(|(hash, rank)| Point {
+                hash,
+                endpoint: by_address[rank as usize] as u32,
+            })
             .collect();
-        let bits = (usize::BITS - hashes.len().max(2).leading_zeros()).clamp(1, 24);
+        let bits = (usize::BITS - points.len().max(2).leading_zeros()).clamp(1, 24);
         let mut buckets = Vec::with_capacity((1 << bits) + 1);
         let mut i = 0usize;
         for b in 0..=(1u64 << bits) {
-            while i < hashes.len() && (hashes[i] >> (64 - bits)) < b {
+            while i < points.len() && (points[i].hash >> (64 - bits)) < b {
                 i += 1;
             }
             buckets.push(i as u32);
         }
         Self {
-            hashes,
-            endpoints,
+            points,
             buckets,
             bits,
         }
@@ -145,36 +153,39 @@ impl Ring {
     fn first(&self, key: u64) -> usize {
         let b = (key >> (64 - self.bits)) as usize;
         let (mut i, end) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
-        while i < end && self.hashes[i] < key {
+        while i < end && self.points[i].hash < key {
             i += 1;
         }
-        if i == self.hashes.len() { 0 } else { i }
+        if i == self.points.len() { 0 } else { i }
     }
 
     /// Walks outward from `key`, nearest point first (ties: the point after
     /// the key), to the first endpoint `accept`s.
     #[inline]
     pub fn walk(&self, key: u64, mut accept: impl FnMut(usize) -> bool) -> Option<usize> {
-        let n = self.hashes.len();
+        let n = self.points.len();
         if n == 0 {
             return None;
         }
+        // Neighbours on the ring, wrapping without a division.
+        let next = |i: usize| if i + 1 == n { 0 } else { i + 1 };
+        let prev = |i: usize| if i == 0 { n - 1 } else { i - 1 };
         let mut after = self.first(key);
-        let mut before = (after + n - 1) % n;
+        let mut before = prev(after);
         let mut refused = [u32::MAX; 2];
         for _ in 0..n {
-            let ahead = self.hashes[after].wrapping_sub(key);
-            let behind = key.wrapping_sub(self.hashes[before]);
+            let ahead = self.points[after].hash.wrapping_sub(key);
+            let behind = key.wrapping_sub(self.points[before].hash);
             let point = if ahead <= behind {
                 let p = after;
-                after = (after + 1) % n;
+                after = next(after);
                 p
             } else {
                 let p = before;
-                before = (before + n - 1) % n;
+                before = prev(before);
                 p
             };
-            let e = self.endpoints[point];
+            let e = self.points[point].endpoint;
             // Neighbouring points often belong to an endpoint just refused.
             if !refused.contains(&e) {
                 if accept(e as usize) {
@@ -189,7 +200,7 @@ impl Ring {
     /// The endpoint of the first point clockwise from `key` (Ketama's rule),
     /// for comparisons only.
     pub fn walk_clockwise(&self, key: u64) -> usize {
-        self.endpoints[self.first(key)] as usize
+        self.points[self.first(key)].endpoint as usize
     }
 
     /// The endpoint owning `key` when every endpoint is acceptable.
@@ -201,21 +212,22 @@ impl Ring {
     /// of each of its points.
     pub fn shares(&self, endpoints: usize) -> Vec<f64> {
         let mut shares = vec![0f64; endpoints];
-        let n = self.hashes.len();
+        let n = self.points.len();
         for i in 0..n {
-            let gap = self.hashes[(i + 1) % n].wrapping_sub(self.hashes[i]) as f64 / 2f64.powi(64);
-            shares[self.endpoints[i] as usize] += gap / 2.0;
-            shares[self.endpoints[(i + 1) % n] as usize] += gap / 2.0;
+            let (here, there) = (self.points[i], self.points[(i + 1) % n]);
+            let gap = there.hash.wrapping_sub(here.hash) as f64 / 2f64.powi(64);
+            shares[here.endpoint as usize] += gap / 2.0;
+            shares[there.endpoint as usize] += gap / 2.0;
         }
         shares
     }
 
     pub fn len(&self) -> usize {
-        self.hashes.len()
+        self.points.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
+        self.points.is_empty()
     }
 }
 

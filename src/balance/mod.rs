@@ -60,6 +60,7 @@ impl Balancer {
     }
 
     /// Where the request key comes from, for the hashing algorithms.
+    #[inline]
     pub fn hash_key(&self) -> Option<&HashKey> {
         match self {
             Balancer::ConsistentHash(b) => b.key.as_ref(),
@@ -74,6 +75,7 @@ impl Balancer {
     /// Picks a usable endpoint not in `tried`; `None` when there is none.
     /// `key` is the request's key hash (hashing algorithms; without it they
     /// balance round robin).
+    #[inline]
     pub fn pick(&self, endpoints: &[Endpoint], key: Option<u64>, tried: &[usize]) -> Option<usize> {
         match self {
             Balancer::RoundRobin(b) => b.pick(endpoints, tried),

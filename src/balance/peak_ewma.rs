@@ -9,24 +9,23 @@
 //! An endpoint with no estimate yet is neutral: it is costed at the other
 //! candidate's estimate, so it is neither shunned nor flooded.
 
-use super::Alias;
-use super::least_requests::two_candidates;
+use super::least_requests::Candidates;
 use crate::upstream::Endpoint;
 
 #[derive(Debug)]
 pub struct PeakEwma {
-    alias: Alias,
+    candidates: Candidates,
 }
 
 impl PeakEwma {
     pub fn new(endpoints: &[Endpoint]) -> Self {
         Self {
-            alias: Alias::new(endpoints),
+            candidates: Candidates::new(endpoints),
         }
     }
 
     pub fn pick(&self, endpoints: &[Endpoint], tried: &[usize]) -> Option<usize> {
-        let (a, b) = two_candidates(&self.alias, endpoints, tried)?;
+        let (a, b) = self.candidates.two(endpoints, tried)?;
         let (ea, eb) = (&endpoints[a], &endpoints[b]);
         let (la, lb) = (ea.state.latency_estimate(), eb.state.latency_estimate());
         let (la, lb) = match (la, lb) {

@@ -1,18 +1,27 @@
 //! Smooth weighted round robin (nginx's order), from a precomputed schedule.
 //!
 //! The schedule holds one full period of sum-of-weights picks, computed once
-//! when the snapshot is built; a pick is one atomic increment and an index, so
-//! over any window of sum-of-weights requests each endpoint gets exactly its
-//! weight's share. Drained endpoints (weight 0) never appear in it.
+//! when the snapshot is built; a pick takes the next turn of one shared
+//! cursor and reads the schedule there, so over any window of sum-of-weights
+//! requests each endpoint gets exactly its weight's share. Drained endpoints
+//! (weight 0) never appear in it.
+//!
+//! The cursor wraps at the schedule's length (compare-and-swap) instead of
+//! counting up and taking a remainder: no division, and the order stays
+//! exact forever (a wrapping counter with a remainder would break it once
+//! per 2^64 turns, a 32-bit one once per 2^32).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::eligible;
-use crate::upstream::Endpoint;
+use crate::upstream::{Endpoint, EndpointState};
 
 #[derive(Debug)]
 pub struct RoundRobin {
-    schedule: Vec<u32>,
+    /// One period: the endpoint index and, so that a pick checks usability
+    /// with one load instead of three dependent ones, its state.
+    schedule: Box<[(u32, Arc<EndpointState>)]>,
     next: AtomicUsize,
 }
 
@@ -20,27 +29,46 @@ impl RoundRobin {
     pub fn new(endpoints: &[Endpoint]) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
         Self {
-            schedule: smooth_schedule(&weights),
+            schedule: smooth_schedule(&weights)
+                .into_iter()
+                .map(|i| (i, Arc::clone(&endpoints[i as usize].state)))
+                .collect(),
             next: AtomicUsize::new(0),
         }
     }
 
     /// The next endpoint in the schedule that is usable and not yet tried.
+    #[inline]
     pub fn pick(&self, endpoints: &[Endpoint], tried: &[usize]) -> Option<usize> {
         let len = self.schedule.len();
         if len == 0 {
             return None;
         }
-        // A retry reads the cursor without taking a turn: otherwise every
-        // retry would shift the schedule, and with a dead endpoint in a pool
-        // of two, every request would try the dead one first.
-        let start = if tried.is_empty() {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        } else {
-            self.next.load(Ordering::Relaxed)
-        };
+        if !tried.is_empty() {
+            // A retry reads the cursor without taking a turn: otherwise every
+            // retry would shift the schedule, and with a dead endpoint in a
+            // pool of two, every request would try the dead one first.
+            return self.scan(endpoints, self.next.load(Ordering::Relaxed), tried);
+        }
+        let turn = self
+            .next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(if t + 1 < len { t + 1 } else { 0 })
+            })
+            .unwrap_or_else(|t| t);
+        let (i, state) = &self.schedule[turn];
+        if state.is_usable() {
+            return Some(*i as usize);
+        }
+        self.scan(endpoints, turn, tried)
+    }
+
+    /// The first eligible endpoint in the schedule from `turn` on.
+    #[cold]
+    fn scan(&self, endpoints: &[Endpoint], turn: usize, tried: &[usize]) -> Option<usize> {
+        let len = self.schedule.len();
         (0..len)
-            .map(|i| self.schedule[(start + i) % len] as usize)
+            .map(|k| self.schedule[(turn + k) % len].0 as usize)
             .find(|&i| eligible(endpoints, i, tried))
     }
 }
@@ -86,6 +114,19 @@ mod tests {
             assert_eq!(rr.pick(&eps, &[first]), Some(1 - first));
         }
         assert_eq!(first_attempts, [0, 1, 0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn picks_follow_the_schedule_across_many_periods() {
+        let eps = crate::balance::testing::endpoints(&[5, 1, 1]);
+        let rr = RoundRobin::new(&eps);
+        let picks: Vec<usize> = (0..70).map(|_| rr.pick(&eps, &[]).unwrap()).collect();
+        let period = [0, 0, 1, 0, 2, 0, 0];
+        assert_eq!(picks, period.repeat(10));
+        // An unusable endpoint's turns go to the next usable one in the schedule.
+        eps[1].state.set_healthy(false);
+        let picks: Vec<usize> = (0..7).map(|_| rr.pick(&eps, &[]).unwrap()).collect();
+        assert_eq!(picks, [0, 0, 0, 0, 2, 0, 0]);
     }
 
     #[test]
