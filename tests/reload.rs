@@ -498,9 +498,14 @@ async fn check_diff_predicts_the_share_of_keys_that_move() {
     assert_eq!(reload(admin).await.0, 200);
     let after = route(proxy.url("/")).await;
     let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count() as f64 / 100.0;
+    // Both shares are samples (10,000 keys here, 100,000 in `check --diff`)
+    // of a ring that differs run to run (the endpoints' ports do): allow 4
+    // standard errors of their difference, about 2 points near 40%.
+    let p = moved / 100.0;
+    let tolerance = 4.0 * (p * (1.0 - p) * (1.0 / 10_000.0 + 1.0 / 100_000.0)).sqrt() * 100.0;
     assert!(
-        (predicted - moved).abs() <= 1.0,
-        "predicted {predicted}%, measured {moved}%"
+        (predicted - moved).abs() <= tolerance,
+        "predicted {predicted}%, measured {moved}% (tolerance {tolerance:.2})"
     );
     assert!(moved > 10.0, "{moved}");
 }
