@@ -17,7 +17,8 @@
 //!
 //! # Module map
 //! `config/` (load and validate the TOML file), `state.rs` (the snapshot),
-//! `listener.rs`, `tls.rs`, `proxy.rs`, `route.rs`, `headers.rs`,
+//! `listener.rs` (with `h2_guard.rs`, the HTTP/2 frame watch), `tls.rs`,
+//! `proxy.rs`, `route.rs`, `headers.rs`,
 //! `balance/`, `upstream/`, `error.rs`, `demo.rs`, `cli.rs`.
 
 #![forbid(unsafe_code)]
@@ -38,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod diff;
 pub mod error;
+pub mod h2_guard;
 pub mod headers;
 pub mod listener;
 pub mod metrics;

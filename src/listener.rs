@@ -31,8 +31,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ListenerConfig, ServerConfig};
+use crate::h2_guard::{Abuse, FrameWatch};
 use crate::proxy::{self, Downstream};
 use crate::state::Shared;
+
+/// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Streams the client may reset before fulcrum accepts them; one more and h2
+/// sends GOAWAY (rapid reset in one batch).
+pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 128;
+/// Streams h2 may reset because of the client's errors; one more and it
+/// sends GOAWAY ("MadeYouReset"). A correct client causes none.
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 
 /// A listener whose socket is bound, ready to serve.
 pub struct BoundListener {
@@ -108,6 +118,8 @@ pub struct Activity {
     /// The HTTP/1 head being read carried both Content-Length and
     /// Transfer-Encoding (hyper drops the former silently; SPEC wants 400).
     conflicting_length: AtomicBool,
+    /// Why the HTTP/2 frame watch refused the connection, if it did.
+    refused: std::sync::OnceLock<Abuse>,
 }
 
 /// Counts a request in flight on its connection until its response body is
@@ -115,14 +127,18 @@ pub struct Activity {
 #[derive(Debug)]
 pub struct RequestGuard(Arc<Activity>);
 
-/// The socket, noting when a new request head begins to arrive, and
-/// scanning HTTP/1 heads for a Content-Length/Transfer-Encoding conflict.
+/// The socket, noting when a new request head begins to arrive, scanning
+/// HTTP/1 heads for a Content-Length/Transfer-Encoding conflict, and
+/// watching an HTTP/2 client's frames (`h2_guard`).
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     /// The head read so far; reused for every request of the connection.
     head: Vec<u8>,
     scanning: bool,
+    max_header_bytes: usize,
+    /// Present once the client sent the HTTP/2 preface.
+    h2: Option<FrameWatch>,
 }
 
 enum Step {
@@ -214,7 +230,7 @@ async fn serve_connection(
     let _open = OpenConnection(Arc::clone(&listener.open));
     match listener.tls.load_full() {
         None => {
-            let io = Tracked::new(stream, &activity);
+            let io = Tracked::new(stream, &activity, limits.max_header_bytes);
             serve_http(io, (peer, false), listener, &cx, &stop, &limits, activity).await;
         }
         Some(acceptor) => {
@@ -231,7 +247,7 @@ async fn serve_connection(
                     return;
                 }
             };
-            let io = Tracked::new(tls, &activity);
+            let io = Tracked::new(tls, &activity, limits.max_header_bytes);
             serve_http(io, (peer, true), listener, &cx, &stop, &limits, activity).await;
         }
     }
@@ -261,13 +277,15 @@ async fn serve_http<S>(
         .max_buf_size(hard_limit.max(8192))
         .half_close(false)
         .keep_alive(true);
+    // HTTP/2 limits (docs/security.md has each one's reason); what h2 does
+    // not bound, the frame watch in `Tracked` does (`h2_guard`).
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX))
-        .max_concurrent_streams(128)
-        .max_pending_accept_reset_streams(Some(128))
-        .max_local_error_reset_streams(Some(1024));
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_ACCEPT_RESETS))
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS));
 
     let shared = Arc::clone(&cx.shared);
     let name = Arc::clone(&listener.name);
@@ -304,7 +322,18 @@ async fn serve_http<S>(
         tokio::select! {
             biased;
             result = connection.as_mut() => {
-                if let Err(error) = result {
+                if let Some(abuse) = activity.refused.get() {
+                    // Counted, and logged at debug only: an attacker must
+                    // not be able to flood the log.
+                    cx.shared
+                        .metrics
+                        .counter(
+                            crate::metrics::DOWNSTREAM_H2_REFUSED,
+                            &[("listener", &listener.name), ("cause", abuse.cause())],
+                        )
+                        .increment(1);
+                    tracing::debug!(%peer, %abuse, "HTTP/2 connection refused");
+                } else if let Err(error) = result {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
                 return;
@@ -365,6 +394,7 @@ impl Activity {
             http2: AtomicBool::new(false),
             conflicting_length: AtomicBool::new(false),
             rearm: AtomicBool::new(false),
+            refused: std::sync::OnceLock::new(),
         }
     }
 
@@ -410,6 +440,9 @@ impl RequestGuard {
             .store(activity.now_ms(), Ordering::Relaxed);
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.reading_head.store(false, Ordering::Release);
+        // The timer may be set for the header deadline; with a request in
+        // flight the stall rule decides, and idle_timeout may be shorter.
+        activity.rearm.store(true, Ordering::Release);
         if http2 {
             activity.http2.store(true, Ordering::Relaxed);
         }
@@ -438,27 +471,47 @@ impl<S> Tracked<S> {
         }
     }
 
-    fn new(inner: S, activity: &Arc<Activity>) -> Self {
+    fn new(inner: S, activity: &Arc<Activity>, max_header_bytes: usize) -> Self {
         Self {
             inner,
             activity: Arc::clone(activity),
             head: Vec::new(),
             scanning: false,
+            max_header_bytes,
+            h2: None,
+        }
+    }
+
+    /// Checks bytes just read: an HTTP/2 client's frames, or the HTTP/1
+    /// request head being read.
+    fn check(&mut self, bytes: &[u8]) -> Result<(), Abuse> {
+        match &mut self.h2 {
+            Some(watch) => watch.feed(bytes),
+            None if self.scanning => self.scan_head(bytes),
+            None => Ok(()),
         }
     }
 
     /// Adds bytes of a request head; once the head is complete, records
     /// whether it declared both a Content-Length and a Transfer-Encoding.
-    fn scan_head(&mut self, bytes: &[u8]) {
+    /// A head that is the HTTP/2 preface starts the frame watch instead.
+    fn scan_head(&mut self, bytes: &[u8]) -> Result<(), Abuse> {
         const MAX_SCAN: usize = 1 << 20;
-        if bytes.starts_with(b"PRI * HTTP/2") {
-            self.scanning = false;
-            return;
-        }
+        const H2_PREFACE: &[u8] = b"PRI * HTTP/2";
         // Search only where the end of the head could newly be, so a head
         // trickled byte by byte costs linear time.
         let from = self.head.len().saturating_sub(3);
         self.head.extend_from_slice(bytes);
+        // Checked on the head so far, not on this read: the preface may come
+        // in pieces. Its first "\r\n\r\n" ends at byte 18, after this test.
+        if self.head.len() >= H2_PREFACE.len() && self.head.starts_with(H2_PREFACE) {
+            self.scanning = false;
+            let mut watch = FrameWatch::new(self.max_header_bytes);
+            let fed = watch.feed(&self.head);
+            self.h2 = Some(watch);
+            self.head = Vec::new();
+            return fed;
+        }
         let Some(end) = self.head[from..]
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
@@ -467,7 +520,7 @@ impl<S> Tracked<S> {
             if self.head.len() > MAX_SCAN {
                 self.scanning = false;
             }
-            return;
+            return Ok(());
         };
         let (mut content_length, mut transfer_encoding) = (false, false);
         for line in self.head[..end].split(|&b| b == b'\n') {
@@ -481,6 +534,7 @@ impl<S> Tracked<S> {
                 .store(true, Ordering::Release);
         }
         self.scanning = false;
+        Ok(())
     }
 }
 
@@ -506,8 +560,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
                 this.head.clear();
                 this.scanning = true;
             }
-            if this.scanning {
-                this.scan_head(&buf.filled()[before..]);
+            if let Err(abuse) = this.check(&buf.filled()[before..]) {
+                // h2 never sees these bytes; the failed read ends the connection.
+                let _ = this.activity.refused.set(abuse);
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, abuse)));
             }
         }
         result

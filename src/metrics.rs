@@ -34,6 +34,7 @@ pub const UPSTREAM_FAILING_OPEN: &str = "fulcrum_upstream_failing_open";
 pub const BUILD_INFO: &str = "fulcrum_build_info";
 pub const ACCESS_LOG_DROPPED: &str = "fulcrum_access_log_dropped_total";
 pub const UPSTREAM_FAIL_OPEN_REQUESTS: &str = "fulcrum_upstream_fail_open_requests_total";
+pub const DOWNSTREAM_H2_REFUSED: &str = "fulcrum_downstream_h2_refused_total";
 
 /// How often buffered histogram samples are folded into buckets.
 pub const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -89,6 +90,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         DOWNSTREAM_CONNECTIONS,
         "Open client connections, by listener.",
+    ),
+    (
+        DOWNSTREAM_H2_REFUSED,
+        "HTTP/2 client connections closed for crossing a limit, by listener and cause.",
     ),
     (CONFIG_RELOADS, "Config reloads, by result."),
     (

@@ -1,0 +1,284 @@
+//! HTTP/2 limits that h2 lacks, enforced on the frames a client sends.
+//!
+//! h2 (under hyper) already bounds: concurrent streams (refused past
+//! SETTINGS_MAX_CONCURRENT_STREAMS), streams the client resets before they
+//! are accepted (rapid reset in one batch), streams it resets itself because
+//! of the client's errors ("MadeYouReset"), the number of CONTINUATION
+//! frames in a header block, and PING/SETTINGS acknowledgements (one pending
+//! at a time; it stops reading until the ACK is written). What it does not
+//! bound, the connection wrapper (`listener.rs`) does with a [`FrameWatch`]:
+//! every byte read from an HTTP/2 client passes through it, it reads frame
+//! headers only (payloads are skipped, never copied), and when a limit is
+//! crossed the read fails, so h2 never sees the batch that crossed it and the
+//! connection closes. The limits:
+//!
+//! - A header block (HEADERS and its CONTINUATION frames) larger than
+//!   `server.max_header_bytes` as sent (at least one frame, 16 KiB, so a
+//!   single HEADERS frame always reaches h2, which answers an oversized head
+//!   with 431). h2 buffers a block until its last frame and counts frames,
+//!   not bytes: with fulcrum's header list size it would hold about 160 KiB.
+//! - More than [`RESET_FLOOR`] streams reset by the client, and more than
+//!   half of all its streams: rapid reset spread over reads, where h2 has
+//!   already accepted each stream before its reset arrives (Envoy's rule for
+//!   premature resets).
+//! - [`CONTROL_RUN`] frames in a row that carry no request and no data
+//!   (PING, SETTINGS, PRIORITY, empty DATA, unknown types): a control-frame
+//!   flood, which costs the proxy CPU for nothing. WINDOW_UPDATE is not
+//!   counted: a client downloading a large response sends them for as long
+//!   as the download lasts.
+
+/// Resets tolerated before the share of reset streams is looked at.
+pub const RESET_FLOOR: u64 = 100;
+
+/// Frames in a row without a request or data before the connection is
+/// refused.
+pub const CONTROL_RUN: u32 = 1000;
+
+/// The smallest header-block limit: one frame of the default maximum size.
+const MIN_HEADER_BLOCK: usize = 16 * 1024;
+
+const PREFACE_LEN: usize = 24;
+const FRAME_HEADER_LEN: usize = 9;
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
+const CONTINUATION: u8 = 0x9;
+
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// Why a client's HTTP/2 connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Abuse {
+    #[error("header block over {limit} bytes")]
+    HeaderBlock { limit: usize },
+    #[error("{resets} of {streams} streams reset by the client")]
+    RapidReset { resets: u64, streams: u64 },
+    #[error("{CONTROL_RUN} frames in a row with no request or data")]
+    ControlFlood,
+}
+
+/// Reads the frame headers of one client's HTTP/2 byte stream.
+#[derive(Debug)]
+pub struct FrameWatch {
+    max_header_block: usize,
+    /// Preface bytes still to pass.
+    preface: usize,
+    /// The frame header being read (it may straddle reads).
+    header: [u8; FRAME_HEADER_LEN],
+    have: usize,
+    /// Payload bytes of the current frame still to pass.
+    skip: usize,
+    /// Bytes of the open header block; 0 outside one.
+    block: usize,
+    streams: u64,
+    resets: u64,
+    /// Frames since the last one with a request or data.
+    idle_run: u32,
+}
+
+impl Abuse {
+    /// The `cause` label of `fulcrum_downstream_h2_refused_total`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Abuse::HeaderBlock { .. } => "header_block",
+            Abuse::RapidReset { .. } => "rapid_reset",
+            Abuse::ControlFlood => "control_flood",
+        }
+    }
+}
+
+impl FrameWatch {
+    /// A watch for a connection whose first bytes are the client preface.
+    pub fn new(max_header_bytes: usize) -> Self {
+        Self {
+            max_header_block: max_header_bytes.max(MIN_HEADER_BLOCK),
+            preface: PREFACE_LEN,
+            header: [0; FRAME_HEADER_LEN],
+            have: 0,
+            skip: 0,
+            block: 0,
+            streams: 0,
+            resets: 0,
+            idle_run: 0,
+        }
+    }
+
+    /// Takes the next bytes read from the client.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Abuse> {
+        while !bytes.is_empty() {
+            if self.preface > 0 || self.skip > 0 {
+                let pass = if self.preface > 0 {
+                    &mut self.preface
+                } else {
+                    &mut self.skip
+                };
+                let n = (*pass).min(bytes.len());
+                *pass -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (FRAME_HEADER_LEN - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == FRAME_HEADER_LEN {
+                self.have = 0;
+                self.frame()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Accounts for the frame whose header was just read.
+    fn frame(&mut self) -> Result<(), Abuse> {
+        let h = self.header;
+        let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+        let (kind, flags) = (h[3], h[4]);
+        self.skip = len;
+        match kind {
+            HEADERS | CONTINUATION => {
+                if kind == HEADERS {
+                    self.streams += 1;
+                    self.idle_run = 0;
+                    self.block = 0;
+                }
+                self.block += len;
+                if self.block > self.max_header_block {
+                    return Err(Abuse::HeaderBlock {
+                        limit: self.max_header_block,
+                    });
+                }
+                if flags & END_HEADERS != 0 {
+                    self.block = 0;
+                }
+            }
+            DATA if len > 0 || flags & END_STREAM != 0 => self.idle_run = 0,
+            RST_STREAM => {
+                self.resets += 1;
+                if self.resets > RESET_FLOOR && self.resets * 2 > self.streams {
+                    return Err(Abuse::RapidReset {
+                        resets: self.resets,
+                        streams: self.streams,
+                    });
+                }
+            }
+            WINDOW_UPDATE | GOAWAY => {}
+            _ => {
+                self.idle_run += 1;
+                if self.idle_run >= CONTROL_RUN {
+                    return Err(Abuse::ControlFlood);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload_len: usize) -> Vec<u8> {
+        let len = (payload_len as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.resize(FRAME_HEADER_LEN + payload_len, 0xAB);
+        f
+    }
+
+    fn watch() -> FrameWatch {
+        let mut w = FrameWatch::new(65536);
+        w.feed(PREFACE).unwrap();
+        w
+    }
+
+    #[test]
+    fn frames_straddling_reads_are_read_whole() {
+        let mut bytes = PREFACE.to_vec();
+        for s in 0..50u32 {
+            bytes.extend(frame(HEADERS, END_HEADERS, 2 * s + 1, 30));
+            bytes.extend(frame(DATA, END_STREAM, 2 * s + 1, 1000));
+        }
+        let mut w = FrameWatch::new(65536);
+        // Byte by byte, then in odd chunks: the same count either way.
+        for b in &bytes {
+            w.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert_eq!((w.streams, w.skip, w.have), (50, 0, 0));
+        let mut w = FrameWatch::new(65536);
+        for chunk in bytes.chunks(7) {
+            w.feed(chunk).unwrap();
+        }
+        assert_eq!(w.streams, 50);
+    }
+
+    #[test]
+    fn a_header_block_over_the_limit_is_refused() {
+        let mut w = watch();
+        w.feed(&frame(HEADERS, 0, 1, 16384)).unwrap();
+        for _ in 0..3 {
+            w.feed(&frame(CONTINUATION, 0, 1, 16384)).unwrap();
+        }
+        assert_eq!(
+            w.feed(&frame(CONTINUATION, 0, 1, 1)),
+            Err(Abuse::HeaderBlock { limit: 65536 })
+        );
+        // Blocks that end are not added up.
+        let mut w = watch();
+        for s in 0..10 {
+            w.feed(&frame(HEADERS, 0, 2 * s + 1, 16384)).unwrap();
+            w.feed(&frame(CONTINUATION, END_HEADERS, 2 * s + 1, 16384))
+                .unwrap();
+        }
+        // A small max_header_bytes still lets one whole frame through to h2.
+        let mut w = FrameWatch::new(1024);
+        w.feed(PREFACE).unwrap();
+        w.feed(&frame(HEADERS, END_HEADERS, 1, 16384)).unwrap();
+    }
+
+    #[test]
+    fn resetting_most_streams_is_refused_past_the_floor() {
+        let mut w = watch();
+        let pair = |s: u32| {
+            [
+                frame(HEADERS, END_HEADERS, s, 10),
+                frame(RST_STREAM, 0, s, 4),
+            ]
+            .concat()
+        };
+        for s in 0..RESET_FLOOR as u32 {
+            w.feed(&pair(2 * s + 1)).unwrap();
+        }
+        assert!(matches!(w.feed(&pair(1001)), Err(Abuse::RapidReset { .. })));
+        // A client that cancels some of many streams is fine.
+        let mut w = watch();
+        for s in 0..1000u32 {
+            w.feed(&frame(HEADERS, END_HEADERS | END_STREAM, 2 * s + 1, 10))
+                .unwrap();
+            if s % 3 == 0 {
+                w.feed(&frame(RST_STREAM, 0, 2 * s + 1, 4)).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn control_floods_are_refused_and_requests_or_data_end_a_run() {
+        let mut w = watch();
+        for _ in 0..CONTROL_RUN - 1 {
+            w.feed(&frame(0x6, 0, 0, 8)).unwrap(); // PING
+        }
+        w.feed(&frame(DATA, 0, 1, 100)).unwrap();
+        for _ in 0..CONTROL_RUN - 1 {
+            w.feed(&frame(0x4, 0, 0, 6)).unwrap(); // SETTINGS
+        }
+        w.feed(&frame(WINDOW_UPDATE, 0, 0, 4)).unwrap();
+        // Empty DATA frames without END_STREAM carry nothing.
+        assert_eq!(w.feed(&frame(DATA, 0, 1, 0)), Err(Abuse::ControlFlood));
+    }
+}
