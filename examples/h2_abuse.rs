@@ -148,11 +148,16 @@ fn attacks() -> Vec<Attack> {
             batch: |_| (0..100).flat_map(|_| frame(SETTINGS, 0, 0, &[])).collect(),
         },
         Attack {
-            name: "PING flood under the run limit, never reading",
+            name: "PING flood under the run limit (1 byte of DATA every 500), never reading",
             reads: false,
-            streams_per_batch: 1,
+            streams_per_batch: 0,
             batch: |n| {
-                let mut b = request(2 * n + 1, "/attack", true);
+                let mut b = if n == 0 {
+                    request(1, "/attack", false)
+                } else {
+                    Vec::new()
+                };
+                b.extend(frame(DATA, 0, 1, b"x"));
                 b.extend((0..500).flat_map(|_| frame(PING, 0, 0, &[1; 8])));
                 b
             },
@@ -233,7 +238,7 @@ async fn main() {
     let proxy = Killed(
         Command::new(&binary)
             .args(["-c", path.to_str().unwrap()])
-            .env("FULCRUM_LOG", "warn")
+            .env("FULCRUM_LOG", "warn,h2=error")
             .stdout(Stdio::null())
             .spawn()
             .expect("run FULCRUM_BIN (default target/release/fulcrum)"),

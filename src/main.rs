@@ -32,7 +32,9 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // h2 warns once per misbehaving connection: a client could fill the
+        // log at will. Those connections are counted in metrics instead.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
