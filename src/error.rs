@@ -36,7 +36,7 @@ pub enum ProxyError {
         upstream: Arc<str>,
         endpoint: Arc<str>,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::client::Error,
     },
     #[error(
         "endpoint {endpoint} of upstream {upstream} did not accept a connection within connect_timeout"
@@ -45,21 +45,21 @@ pub enum ProxyError {
         upstream: Arc<str>,
         endpoint: Arc<str>,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::client::Error,
     },
     #[error("endpoint {endpoint} of upstream {upstream} reset or closed the connection")]
     Reset {
         upstream: Arc<str>,
         endpoint: Arc<str>,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::client::Error,
     },
     #[error("endpoint {endpoint} of upstream {upstream} sent an invalid response")]
     InvalidResponse {
         upstream: Arc<str>,
         endpoint: Arc<str>,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::client::Error,
     },
     #[error("no usable endpoint in upstream {upstream}")]
     NoUsableEndpoint { upstream: Arc<str> },

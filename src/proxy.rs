@@ -23,6 +23,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::listener::RequestGuard;
 use crate::state::{Shared, Snapshot};
+use crate::upstream::client::{self, Lease};
 use crate::upstream::{InFlight, Upstream, health};
 
 /// What the request path needs to know of the downstream connection.
@@ -78,6 +79,9 @@ pub struct ResponseBody {
 enum Kind {
     Upstream {
         inner: Incoming,
+        /// Back to the pool once `inner` has ended; dropped (closing the
+        /// connection) if the body ends any other way.
+        lease: Option<Lease>,
         _in_flight: InFlight,
     },
     Full(Option<Bytes>),
@@ -338,10 +342,14 @@ async fn forward(
         };
         let mut request = Request::new(request_body);
         *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = upstream_uri(&endpoint.authority, path.clone());
-        *request.version_mut() = match upstream.protocol {
-            Protocol::Http1 => Version::HTTP_11,
-            Protocol::Http2 => Version::HTTP_2,
+        // HTTP/1.1 goes out in origin form (the Host header names the site);
+        // HTTP/2 needs the scheme and authority for its pseudo-headers.
+        (*request.uri_mut(), *request.version_mut()) = match upstream.protocol {
+            Protocol::Http1 => (Uri::from(path.clone()), Version::HTTP_11),
+            Protocol::Http2 => (
+                upstream_uri(&endpoint.authority, path.clone()),
+                Version::HTTP_2,
+            ),
         };
         // The last attempt takes the headers; earlier ones copy them.
         *request.headers_mut() = if attempt == upstream.retries {
@@ -355,7 +363,7 @@ async fn forward(
         let outcome =
             tokio::time::timeout(upstream.response_timeout, endpoint.client.request(request)).await;
         let failure = match outcome {
-            Ok(Ok(mut response)) => {
+            Ok(Ok((mut response, lease))) => {
                 let answered = std::time::Instant::now();
                 let latency = answered - sent;
                 endpoint.state.observe_latency(sent, answered);
@@ -393,9 +401,10 @@ async fn forward(
                 {
                     let upstream_upgrade = hyper::upgrade::on(&mut response);
                     tokio::spawn(splice(downstream_upgrade, upstream_upgrade));
-                    return Ok(respond(response, in_flight, true));
+                    // The connection now belongs to the upgrade.
+                    return Ok(respond(response, in_flight, None, true));
                 }
-                return Ok(respond(response, in_flight, false));
+                return Ok(respond(response, in_flight, lease, false));
             }
             Ok(Err(error)) => {
                 let failure = classify(error, upstream, &endpoint.address);
@@ -459,11 +468,7 @@ fn recover_body(body: &mut Option<Incoming>, slot: &Option<Arc<Mutex<Option<Inco
     body.is_some()
 }
 
-fn classify(
-    error: hyper_util::client::legacy::Error,
-    upstream: &Upstream,
-    endpoint: &Arc<str>,
-) -> Failure {
+fn classify(error: client::Error, upstream: &Upstream, endpoint: &Arc<str>) -> Failure {
     let upstream_name = upstream.name.clone();
     let endpoint = endpoint.clone();
     if let Some(body) = find_source::<BodyError>(&error) {
@@ -473,7 +478,12 @@ fn classify(
             BodyError::Client(_) => ProxyError::ClientBodyAborted,
         });
     }
-    if error.is_connect() {
+    let connect = match &error {
+        client::Error::Connect(_) => true,
+        client::Error::Http2(e) => e.is_connect(),
+        client::Error::Http(_) => false,
+    };
+    if connect {
         let timed_out = find_source::<std::io::Error>(&error)
             .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
         let e = if timed_out {
@@ -491,9 +501,12 @@ fn classify(
         };
         return Failure::Retryable(e, RetryCause::Connect);
     }
-    if find_source::<hyper::Error>(&error)
-        .is_some_and(|e| e.is_parse() || e.is_parse_status() || e.is_parse_too_large())
-    {
+    let http = match &error {
+        client::Error::Http(e) => Some(e),
+        client::Error::Http2(e) => find_source::<hyper::Error>(e),
+        client::Error::Connect(_) => None,
+    };
+    if http.is_some_and(|e| e.is_parse() || e.is_parse_status() || e.is_parse_too_large()) {
         return Failure::Retryable(
             ProxyError::InvalidResponse {
                 upstream: upstream_name,
@@ -538,15 +551,24 @@ fn upstream_uri(authority: &http::uri::Authority, path: PathAndQuery) -> Uri {
 fn respond(
     response: Response<Incoming>,
     in_flight: InFlight,
+    mut lease: Option<Lease>,
     upgraded: bool,
 ) -> Response<ResponseBody> {
     let (mut parts, inner) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgraded);
+    // A response without a body may never be polled: its connection is
+    // free now.
+    if inner.is_end_stream()
+        && let Some(lease) = lease.take()
+    {
+        lease.release();
+    }
     Response::from_parts(
         parts,
         ResponseBody {
             kind: Kind::Upstream {
                 inner,
+                lease,
                 _in_flight: in_flight,
             },
             bytes: 0,
@@ -617,7 +639,18 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let frame = match &mut this.kind {
-            Kind::Upstream { inner, .. } => ready!(Pin::new(inner).poll_frame(cx)),
+            Kind::Upstream { inner, lease, .. } => {
+                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                let ended = match &frame {
+                    None => true,
+                    Some(Ok(_)) => inner.is_end_stream(),
+                    Some(Err(_)) => false,
+                };
+                if ended && let Some(lease) = lease.take() {
+                    lease.release();
+                }
+                frame
+            }
             Kind::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
         };
         if let Some(Ok(f)) = &frame

@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -268,4 +270,59 @@ async fn pool_max_idle_zero_keeps_no_idle_connection() {
     }
     // Nothing is pooled: every request opened its own connection.
     assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
+
+/// An endpoint that answers keep-alive requests on each connection until
+/// fulcrum closes it (or after `per_connection` answers, if set, closing
+/// with `Connection: close`); counts the connections it saw end.
+async fn counting_endpoint(
+    per_connection: Option<usize>,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let ended = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&ended);
+    let addr = raw_backend(move |mut s| {
+        let ended = Arc::clone(&counter);
+        async move {
+            let mut answered = 0;
+            while !read_head(&mut s).await.is_empty() {
+                answered += 1;
+                let last = per_connection == Some(answered);
+                let close = if last { "connection: close\r\n" } else { "" };
+                let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{close}\r\nok");
+                if s.write_all(reply.as_bytes()).await.is_err() || last {
+                    break;
+                }
+            }
+            ended.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .await;
+    (addr, ended)
+}
+
+#[tokio::test]
+async fn pooled_connections_close_after_pool_idle_timeout() {
+    let (addr, ended) = counting_endpoint(None).await;
+    let proxy = Proxy::start(&config_for(&[addr], "", "pool_idle_timeout = \"300ms\"")).await;
+    assert_eq!(get(&client(), &proxy.url("/")).await.0, 200);
+    eventually(Duration::from_secs(5), || async {
+        ended.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_the_endpoint_closes_are_not_reused() {
+    // Every connection serves two requests and then closes: without retries,
+    // no request may land on a closed connection.
+    let (addr, ended) = counting_endpoint(Some(2)).await;
+    let proxy = Proxy::start(&config_for(&[addr], "", "retries = 0")).await;
+    let c = client();
+    for i in 0..10 {
+        assert_eq!(get(&c, &proxy.url("/")).await.0, 200, "request {i}");
+    }
+    eventually(Duration::from_secs(5), || async {
+        ended.load(Ordering::SeqCst) == 5
+    })
+    .await;
 }

@@ -159,7 +159,7 @@ pub(crate) mod testing {
                 address: address.as_str().into(),
                 authority: address.parse().unwrap(),
                 weight: *w,
-                client: Arc::new(crate::upstream::client::build(&config)),
+                client: Arc::new(crate::upstream::client::build(&config, address)),
                 state: Arc::new(EndpointState::new(
                     ("u", address),
                     *w,

@@ -106,7 +106,7 @@ impl Upstream {
                 };
                 let client = match old {
                     Some(old) if same_connections => Arc::clone(&old.client),
-                    _ => Arc::new(client::build(config)),
+                    _ => Arc::new(client::build(config, &e.address)),
                 };
                 Endpoint {
                     authority: e.address.parse().expect("validated as host:port"),

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, from callgrind (repeatable, unlike
+# time): fulcrum (benches/e2e/fulcrum.toml: one worker, one route, metrics
+# on) in front of the nginx endpoint; warm up, zero the counters, send
+# exactly N keep-alive requests with h2load, dump, divide. Prints the total
+# and the top functions by inclusive and self cost.
+#
+#   benches/e2e/profile.sh                 # N=20000 CONNS=50 PATH_=/small
+#   apt-get install nginx nghttp2-client valgrind
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+N=${N:-20000}
+CONNS=${CONNS:-50}
+PATH_=${PATH_:-/small}
+BIN=${BIN:-$root/target/release/fulcrum}
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+chmod 755 "$work"
+head -c 4096 /dev/urandom > "$work/4k.bin" && chmod 644 "$work/4k.bin"
+sed "s|__DIR__|$work|" "$here/nginx-backend.conf" > "$work/nginx-backend.conf"
+[ -n "${SKIP_BUILD:-}" ] || (cd "$root" && cargo build --release --bin fulcrum -q)
+nginx -p "$work" -c "$work/nginx-backend.conf" 2>"$work/backend.log" &
+FULCRUM_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+  "$BIN" -c "$here/fulcrum.toml" 2>"$work/valgrind.log" &
+vg=$!
+for _ in $(seq 1 200); do
+  curl -s -o /dev/null "http://127.0.0.1:18083$PATH_" && break
+  sleep 0.1
+done
+h2load --h1 -n 2000 -c "$CONNS" "http://127.0.0.1:18083$PATH_" >/dev/null
+callgrind_control --zero "$vg" >/dev/null
+h2load --h1 -n "$N" -c "$CONNS" "http://127.0.0.1:18083$PATH_" | grep -E "^requests:"
+callgrind_control --dump "$vg" >/dev/null
+kill "$vg"; wait "$vg" 2>/dev/null || true
+dump=$(ls "$work"/cg.out.* | sort -t. -k3 -n | head -1)
+cp "$dump" "${OUT:-/tmp/fulcrum-callgrind.out}"
+per_request() { # callgrind_annotate lines -> instructions per request, name
+  awk -v n="$N" '/^ *[0-9,]+ \(/ {c=$1; gsub(",","",c); $1=""; $2=""; printf "%8d  %s\n", c/n, substr($0,1,150)}'
+}
+callgrind_annotate --inclusive=no "$dump" > "$work/self.txt" 2>/dev/null || true
+callgrind_annotate --inclusive=yes "$dump" > "$work/inclusive.txt" 2>/dev/null || true
+total=$(awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}' "$work/self.txt")
+echo "instructions: $total total, $((total / N)) per request (N=$N, $CONNS connections, $PATH_)"
+echo "--- inclusive (per request) ---"
+per_request < "$work/inclusive.txt" | head -"${TOP:-45}" || true
+echo "--- self (per request) ---"
+per_request < "$work/self.txt" | head -"${TOP:-45}" || true
+echo "(dump kept in ${OUT:-/tmp/fulcrum-callgrind.out}; callgrind_annotate it for more)"
