@@ -4,7 +4,7 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fulcrum::headers::{rewrite_request, strip_hop_by_hop};
+use fulcrum::headers::{client_ip_value, rewrite_request, strip_hop_by_hop};
 use http::{HeaderMap, HeaderValue};
 
 fn request_headers() -> HeaderMap {
@@ -39,14 +39,14 @@ fn response_headers() -> HeaderMap {
 }
 
 fn bench(c: &mut Criterion) {
-    let ip: IpAddr = "192.0.2.1".parse().unwrap();
+    let ip = client_ip_value("192.0.2.1".parse::<IpAddr>().unwrap());
     let host = HeaderValue::from_static("api.example.com");
     let request = request_headers();
     let response = response_headers();
     c.bench_function("headers/rewrite_request", |b| {
         b.iter_batched_ref(
             || request.clone(),
-            |h| rewrite_request(black_box(h), ip, false, Some(&host), false),
+            |h| rewrite_request(black_box(h), &ip, false, Some(&host), false),
             criterion::BatchSize::SmallInput,
         )
     });

@@ -87,12 +87,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The client's IP as an `X-Forwarded-For` element, formatted once per
+/// connection (a clone per request is a reference count, not a format).
+pub fn client_ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
+}
+
 /// Prepares request headers for the upstream: hop-by-hop removed (`TE:
 /// trailers` kept, as gRPC over HTTP/2 needs it), `Expect` answered here,
 /// X-Forwarded-* set.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
-    client_ip: IpAddr,
+    client_ip: &HeaderValue,
     https: bool,
     host: Option<&HeaderValue>,
     upgrade: bool,
@@ -107,19 +113,11 @@ pub fn rewrite_request(
     // hyper answers `Expect: 100-continue` itself when the body is first read.
     headers.remove(EXPECT);
 
-    // Formatted on the stack: no String per request.
-    let mut buf = [0u8; 48];
-    let len = {
-        use std::io::Write as _;
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let _ = write!(cursor, "{client_ip}");
-        cursor.position() as usize
-    };
-    let ip = &buf[..len];
+    let ip = client_ip.as_bytes();
     let forwarded_for = {
         let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
         if prior.peek().is_none() {
-            HeaderValue::from_bytes(ip)
+            Ok(client_ip.clone())
         } else {
             let mut joined = Vec::new();
             for v in prior {
@@ -193,7 +191,13 @@ mod tests {
             ("trailer", "x"),
             ("x-keep", "yes"),
         ]);
-        rewrite_request(&mut h, "10.0.0.1".parse().unwrap(), false, None, false);
+        rewrite_request(
+            &mut h,
+            &client_ip_value("10.0.0.1".parse().unwrap()),
+            false,
+            None,
+            false,
+        );
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert!(names.contains(&"x-keep"));
         for gone in [
@@ -222,7 +226,7 @@ mod tests {
         let host = HeaderValue::from_static("a.example:8080");
         rewrite_request(
             &mut h,
-            "10.0.0.1".parse().unwrap(),
+            &client_ip_value("10.0.0.1".parse().unwrap()),
             false,
             Some(&host),
             false,

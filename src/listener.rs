@@ -290,6 +290,7 @@ async fn serve_http<S>(
     let shared = Arc::clone(&cx.shared);
     let name = Arc::clone(&listener.name);
     let service_activity = Arc::clone(&activity);
+    let client_ip = crate::headers::client_ip_value(peer.ip());
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let http2 = req.version() == http::Version::HTTP_2;
         let conflicting_length = !http2
@@ -300,10 +301,12 @@ async fn serve_http<S>(
         let snapshot = shared.snapshot.load_full();
         let name = Arc::clone(&name);
         let shared = Arc::clone(&shared);
+        let client_ip = client_ip.clone();
         async move {
             let downstream = Downstream {
                 listener: snapshot.routes.listener_index(&name).unwrap_or(usize::MAX),
                 client: peer,
+                client_ip,
                 https,
                 conflicting_length,
             };
@@ -497,44 +500,87 @@ impl<S> Tracked<S> {
     /// A head that is the HTTP/2 preface starts the frame watch instead.
     fn scan_head(&mut self, bytes: &[u8]) -> Result<(), Abuse> {
         const MAX_SCAN: usize = 1 << 20;
-        const H2_PREFACE: &[u8] = b"PRI * HTTP/2";
-        // Search only where the end of the head could newly be, so a head
-        // trickled byte by byte costs linear time.
-        let from = self.head.len().saturating_sub(3);
-        self.head.extend_from_slice(bytes);
-        // Checked on the head so far, not on this read: the preface may come
-        // in pieces. Its first "\r\n\r\n" ends at byte 18, after this test.
-        if self.head.len() >= H2_PREFACE.len() && self.head.starts_with(H2_PREFACE) {
-            self.scanning = false;
-            let mut watch = FrameWatch::new(self.max_header_bytes);
-            let fed = watch.feed(&self.head);
-            self.h2 = Some(watch);
-            self.head = Vec::new();
-            return fed;
-        }
-        let Some(end) = self.head[from..]
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|i| i + from)
-        else {
-            if self.head.len() > MAX_SCAN {
-                self.scanning = false;
-            }
-            return Ok(());
+        // A head that came in one read (the usual case) is scanned where it
+        // lies; one that comes in pieces is gathered, and only the bytes
+        // where its end could newly be are searched, so a head trickled byte
+        // by byte costs linear time.
+        let gathered = !self.head.is_empty();
+        let scan = if gathered {
+            let from = self.head.len().saturating_sub(3);
+            self.head.extend_from_slice(bytes);
+            inspect_head(&self.head, from)
+        } else {
+            inspect_head(bytes, 0)
         };
-        let (mut content_length, mut transfer_encoding) = (false, false);
-        for line in self.head[..end].split(|&b| b == b'\n') {
-            let name = line.split(|&b| b == b':').next().unwrap_or_default();
-            content_length |= name.eq_ignore_ascii_case(b"content-length");
-            transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
+        match scan {
+            HeadScan::Http2 => {
+                self.scanning = false;
+                let mut watch = FrameWatch::new(self.max_header_bytes);
+                let fed = watch.feed(if gathered { &self.head } else { bytes });
+                self.h2 = Some(watch);
+                self.head = Vec::new();
+                fed
+            }
+            HeadScan::Incomplete => {
+                if !gathered {
+                    self.head.extend_from_slice(bytes);
+                }
+                if self.head.len() > MAX_SCAN {
+                    self.scanning = false;
+                }
+                Ok(())
+            }
+            HeadScan::Complete { conflicting_length } => {
+                if conflicting_length {
+                    self.activity
+                        .conflicting_length
+                        .store(true, Ordering::Release);
+                }
+                self.scanning = false;
+                Ok(())
+            }
         }
-        if content_length && transfer_encoding {
-            self.activity
-                .conflicting_length
-                .store(true, Ordering::Release);
+    }
+}
+
+/// What the bytes of a request head so far show.
+enum HeadScan {
+    /// The HTTP/2 client preface.
+    Http2,
+    Incomplete,
+    Complete {
+        conflicting_length: bool,
+    },
+}
+
+/// Looks at `head` (the end searched for from byte `from` on).
+fn inspect_head(head: &[u8], from: usize) -> HeadScan {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2";
+    // The preface may come in pieces; its first "\r\n\r\n" ends at byte
+    // 18, so it is recognised before it could pass for an HTTP/1 head.
+    if head.starts_with(H2_PREFACE) {
+        return HeadScan::Http2;
+    }
+    let Some(end) = memchr::memmem::find(&head[from..], b"\r\n\r\n") else {
+        return HeadScan::Incomplete;
+    };
+    let named = |line: &[u8], name: &[u8]| {
+        line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name)
+    };
+    let head = &head[..from + end];
+    let (mut content_length, mut transfer_encoding) = (false, false);
+    // From each line start to the end of the head: `named` reads a prefix.
+    for line in memchr::memchr_iter(b'\n', head).map(|nl| &head[nl + 1..]) {
+        match line.first().map(u8::to_ascii_lowercase) {
+            Some(b'c') => content_length |= named(line, b"content-length"),
+            Some(b't') => transfer_encoding |= named(line, b"transfer-encoding"),
+            _ => {}
         }
-        self.scanning = false;
-        Ok(())
+    }
+    HeadScan::Complete {
+        conflicting_length: content_length && transfer_encoding,
     }
 }
 
@@ -549,12 +595,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             let a = &this.activity;
-            a.last_io_ms.store(a.now_ms(), Ordering::Relaxed);
+            let now = a.now_ms();
+            a.last_io_ms.store(now, Ordering::Relaxed);
             if a.in_flight.load(Ordering::Acquire) == 0
                 && !a.reading_head.load(Ordering::Relaxed)
                 && !a.http2.load(Ordering::Relaxed)
             {
-                a.since_ms.store(a.now_ms(), Ordering::Release);
+                a.since_ms.store(now, Ordering::Release);
                 a.reading_head.store(true, Ordering::Release);
                 a.rearm.store(true, Ordering::Release);
                 this.head.clear();

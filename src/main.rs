@@ -4,6 +4,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+
+/// mimalloc instead of the system allocator: fewer instructions per request
+/// (docs/performance.md has the measurement).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use fulcrum::cli::{Cli, Command};
 use fulcrum::config;
@@ -139,9 +144,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     result
 }
 
+/// `workers = 1` gets a current-thread runtime: the same single worker
+/// without the multi-thread scheduler's work-stealing bookkeeping
+/// (docs/performance.md has the measurement). Blocking work (reloads) still
+/// goes to the blocking pool.
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if workers > 1 {
         builder.worker_threads(workers);
     }
     builder

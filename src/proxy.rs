@@ -32,6 +32,9 @@ pub struct Downstream {
     /// Index of the listener in the snapshot's route table.
     pub listener: usize,
     pub client: SocketAddr,
+    /// The client's IP as an X-Forwarded-For element, formatted once per
+    /// connection.
+    pub client_ip: HeaderValue,
     pub https: bool,
     /// The HTTP/1 head declared both Content-Length and Transfer-Encoding.
     pub conflicting_length: bool,
@@ -280,7 +283,7 @@ async fn forward(
     let path = headers::forward_path(&path, &route.path_prefix, route.strip_prefix);
     headers::rewrite_request(
         &mut parts.headers,
-        downstream.client.ip(),
+        &downstream.client_ip,
         downstream.https,
         host_value.as_ref(),
         upgrade,

@@ -2,7 +2,9 @@
 //! `strip_prefix` always yields a path starting with '/'.
 #![no_main]
 
-use fulcrum::headers::{forward_path, is_upgrade_request, rewrite_request, strip_hop_by_hop};
+use fulcrum::headers::{
+    client_ip_value, forward_path, is_upgrade_request, rewrite_request, strip_hop_by_hop,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: (Vec<(&[u8], &[u8])>, &str, &str, bool)| {
@@ -15,7 +17,13 @@ fuzz_target!(|data: (Vec<(&[u8], &[u8])>, &str, &str, bool)| {
     }
     let upgrade = is_upgrade_request(&headers);
     let mut up = headers.clone();
-    rewrite_request(&mut up, std::net::IpAddr::from([10, 0, 0, 1]), https, None, upgrade);
+    rewrite_request(
+        &mut up,
+        &client_ip_value(std::net::IpAddr::from([10, 0, 0, 1])),
+        https,
+        None,
+        upgrade,
+    );
     for gone in ["keep-alive", "proxy-connection", "transfer-encoding", "trailer"] {
         assert!(!up.contains_key(gone), "{gone} kept");
     }
