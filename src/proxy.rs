@@ -296,7 +296,12 @@ async fn forward(
 
     let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let empty_body = incoming.is_end_stream();
-    let may_retry = upstream.retries > 0;
+    // Each retry goes to another endpoint: a pool of one has none to offer,
+    // and then the headers need no copy for a second attempt.
+    let retries = upstream
+        .retries
+        .min(upstream.endpoints.len().saturating_sub(1) as u32);
+    let may_retry = retries > 0;
     let slot = (may_retry && !empty_body).then(|| Arc::new(Mutex::new(None)));
     // An empty body is sent as none at all, and so can always be sent again.
     let mut body = (!empty_body).then_some(incoming);
@@ -304,7 +309,7 @@ async fn forward(
     // At most retries + 1 <= 11 attempts (config caps retries at 10).
     let mut tried = [usize::MAX; 11];
     let mut last_error = None;
-    for attempt in 0..=upstream.retries {
+    for attempt in 0..=retries {
         let picked = upstream
             .balancer
             .pick(&upstream.endpoints, key, &tried[..attempt as usize]);
@@ -355,7 +360,7 @@ async fn forward(
             ),
         };
         // The last attempt takes the headers; earlier ones copy them.
-        *request.headers_mut() = if attempt == upstream.retries {
+        *request.headers_mut() = if attempt == retries {
             std::mem::take(&mut parts.headers)
         } else {
             parts.headers.clone()
@@ -388,7 +393,7 @@ async fn forward(
                 };
                 // A retry needs another endpoint and a body we can still send.
                 if retry_status
-                    && attempt < upstream.retries
+                    && attempt < retries
                     && (safe || empty_body)
                     && (empty_body || recover_body(&mut body, &slot))
                     && upstream
@@ -446,7 +451,7 @@ async fn forward(
                 // not sent.
                 let repeatable = matches!(cause, RetryCause::Connect) || safe || !empty_body;
                 tracing::debug!(%error, "attempt failed");
-                if !(allowed && repeatable && attempt < upstream.retries)
+                if !(allowed && repeatable && attempt < retries)
                     || !(empty_body || recover_body(&mut body, &slot))
                 {
                     return Err(error);
