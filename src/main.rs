@@ -4,11 +4,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-
-/// mimalloc instead of the system allocator: fewer instructions per request
-/// (docs/performance.md has the measurement).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use fulcrum::cli::{Cli, Command};
 use fulcrum::config;
