@@ -53,7 +53,12 @@ tck=$(getconf CLK_TCK)
 declare -A results
 scenarios=("small 50" "small 256" "4k 50")
 for round in $(seq "$ROUNDS"); do
-  for c in "${contenders[@]}"; do
+  # Each round starts one contender later, so none always runs first or last.
+  order=()
+  for i in $(seq 0 $((${#contenders[@]} - 1))); do
+    order+=("${contenders[$(( (i + round - 1) % ${#contenders[@]} ))]}")
+  done
+  for c in "${order[@]}"; do
     if [ "$c" != direct ]; then taskset -c 1 ${start_cmd[$c]} >"$work/$c.log" 2>&1 & sleep 1; fi
     pids=$(pids_of "$c"); [ "$c" = direct ] && pids=""
     for s in "${scenarios[@]}"; do
@@ -78,20 +83,21 @@ done
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
-echo "$(date -u +%Y-%m-%d), $(nproc) cores, ROUNDS=$ROUNDS DURATION=${DURATION}s; proxy on CPU 1, wrk and the endpoint on CPU 0"
+echo "$(date -u +%Y-%m-%d), $(nproc) cores, ROUNDS=$ROUNDS DURATION=${DURATION}s; proxy on CPU 1, wrk and the endpoint on CPU 0; contender order rotated each round"
 for s in "${scenarios[@]}"; do
   set -- $s
   echo
   echo "### ${1/small/12 B} body, $2 connections"
   echo
-  echo "| contender | req/s | p50 | p99 | CPU µs/request | peak RSS (KiB) |"
-  echo "| --- | --- | --- | --- | --- | --- |"
+  echo "| contender | req/s | p50 | p99 | CPU µs/request | each round | peak RSS (KiB) |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
   for c in "${contenders[@]}"; do
     col() { for r in $(seq "$ROUNDS"); do echo "${results[$c|$s|$r]}" | awk -v i="$1" '{print $i}'; done; }
     rps=$(col 1 | median); us=$(col 4 | median)
     p50=$(col 2 | median); p99=$(col 3 | median); rss=$(col 5 | median)
-    [ "$c" = direct ] && { us="-"; rss="-"; }
-    echo "| $c | $rps | ${p50} ms | ${p99} ms | $us | $rss |"
+    rounds=$(col 4 | paste -sd/ -)
+    [ "$c" = direct ] && { us="-"; rss="-"; rounds="-"; }
+    echo "| $c | $rps | ${p50} ms | ${p99} ms | $us | $rounds | $rss |"
   done
 done
 
