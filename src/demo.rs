@@ -75,6 +75,8 @@ endpoints = [{even}]
     );
     let config = crate::config::parse(Path::new("demo.toml"), &text)
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    // Before binding, as in `run`: see `shutdown_signal`.
+    let shutdown = crate::shutdown_signal();
     let proxy = Fulcrum::bind(config)?;
     let addr = proxy.local_addr("demo").expect("the demo listener");
     println!(
@@ -100,7 +102,7 @@ endpoints = [{even}]
     println!("see config/examples/ for host and path routing.");
     println!();
     println!("Press Ctrl-C to stop.");
-    proxy.serve(crate::shutdown_signal()).await;
+    proxy.serve(shutdown).await;
     Ok(())
 }
 

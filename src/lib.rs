@@ -243,24 +243,35 @@ impl Fulcrum {
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C). (SIGHUP reloads: see
 /// `reload::on_sighup`, which `Fulcrum::serve` runs.)
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this is called, not when the future is
+/// first polled: call it before binding, so that a signal sent as soon as
+/// "listening" is logged is handled instead of ending the process (`serve`
+/// polls it only after its setup, while the listeners already accept).
+/// Must be called within a tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
+        let handlers = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+        );
+        async move {
+            let (Ok(mut term), Ok(mut int)) = handlers else {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

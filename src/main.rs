@@ -129,8 +129,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let rt = runtime(config.server.workers)?;
     let result = rt.block_on(async move {
+        // Before binding: the listeners accept (and "listening" is logged)
+        // before `serve` gets to wait for the signal.
+        let shutdown = fulcrum::shutdown_signal();
         let proxy = fulcrum::Fulcrum::bind(config)?;
-        proxy.serve(fulcrum::shutdown_signal()).await;
+        proxy.serve(shutdown).await;
         Ok(())
     });
     // A writer stuck on a blocked file (a full pipe, a hung disk) must not

@@ -296,6 +296,25 @@ fn run_serves_until_sigterm_then_exits_zero() {
 }
 
 #[test]
+fn a_signal_as_soon_as_listening_is_logged_is_a_graceful_exit() {
+    // The listeners accept before `serve` finishes its setup; the handlers
+    // must already be there (they once were installed only at its end).
+    let backend_addr = named_endpoint("ok");
+    let (_dir, path) = write_config(&format!(
+        "[admin]\nbind = \"\"\n[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{{ address = \"{backend_addr}\" }}]\n"
+    ));
+    for signal in ["TERM", "INT", "TERM", "INT", "TERM"] {
+        let (mut child, _addr) = start(&path);
+        child.signal(signal);
+        assert_eq!(
+            child.wait_exit(Duration::from_secs(10)),
+            0,
+            "exit code after SIG{signal} right after start"
+        );
+    }
+}
+
+#[test]
 fn demo_balances_across_three_endpoints() {
     let (mut running, mut lines) = spawn(&["demo"], Output::Stdout);
     let mut printed = String::new();
