@@ -28,6 +28,8 @@ pub struct Candidates {
     /// All tables in one array: endpoint `a`'s is `others[a * n..][..n]`;
     /// empty for large pools and when no other endpoint has weight.
     others: Vec<Column>,
+    /// Only one endpoint has weight: both candidates are that one.
+    lone: bool,
 }
 
 impl LeastRequests {
@@ -54,10 +56,11 @@ impl Candidates {
     pub fn new(endpoints: &[Endpoint]) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
         let n = weights.len();
+        let lone = weights.iter().filter(|&&w| w > 0).count() == 1;
         let mut others = Vec::new();
         // With two weighted endpoints or more, each table over the others
         // has n columns; with one, there is no other to draw.
-        if n <= SMALL_POOL && weights.iter().filter(|&&w| w > 0).count() > 1 {
+        if n <= SMALL_POOL && !lone {
             for i in 0..n {
                 let mut rest = weights.clone();
                 rest[i] = 0;
@@ -67,6 +70,7 @@ impl Candidates {
         Self {
             alias: Alias::from_weights(&weights),
             others,
+            lone,
         }
     }
 
@@ -78,6 +82,10 @@ impl Candidates {
         }
         let n = self.alias.columns().len();
         let a = self.alias.draw(fastrand::u64(..));
+        if self.lone {
+            // Redrawing for a distinct second candidate could only find `a`.
+            return eligible(endpoints, a, tried).then_some((a, a));
+        }
         let b = match self.others.get(a * n..(a + 1) * n) {
             Some(others) => alias::draw(others, fastrand::u64(..)),
             None => self.alias.draw(fastrand::u64(..)),
@@ -140,6 +148,7 @@ mod tests {
         // A pool with one endpoint of weight, or one eligible: the same twice.
         let one = endpoints(&[0, 4]);
         assert_eq!(Candidates::new(&one).two(&one, &[]), Some((1, 1)));
+        assert_eq!(Candidates::new(&one).two(&one, &[1]), None);
         assert_eq!(candidates.two(&eps, &[0, 2]), Some((1, 1)));
     }
 
