@@ -296,11 +296,7 @@ async fn forward(
 
     let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let empty_body = incoming.is_end_stream();
-    // Each retry goes to another endpoint: a pool of one has none to offer,
-    // and then the headers need no copy for a second attempt.
-    let retries = upstream
-        .retries
-        .min(upstream.endpoints.len().saturating_sub(1) as u32);
+    let retries = upstream.retries;
     let may_retry = retries > 0;
     let slot = (may_retry && !empty_body).then(|| Arc::new(Mutex::new(None)));
     // An empty body is sent as none at all, and so can always be sent again.

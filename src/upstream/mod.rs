@@ -26,6 +26,7 @@ pub struct Upstream {
     pub balancer: Balancer,
     pub protocol: Protocol,
     pub response_timeout: Duration,
+    /// Extra attempts: `retries` as configured, at most one per other endpoint.
     pub retries: u32,
     pub retry_on: RetryOn,
     pub fail_open: bool,
@@ -125,7 +126,11 @@ impl Upstream {
             endpoints,
             protocol: config.protocol,
             response_timeout: config.response_timeout,
-            retries: config.retries,
+            // Each retry goes to another endpoint: a pool of one has none to
+            // offer, and its requests then keep no copy of their headers.
+            retries: config
+                .retries
+                .min(config.endpoints.len().saturating_sub(1) as u32),
             retry_on: config.retry_on,
             fail_open: config.fail_open,
             health_check: config.health_check.clone(),
