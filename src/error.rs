@@ -134,6 +134,21 @@ impl ProxyError {
     }
 }
 
+/// The first error of type `T` in `error`'s chain of sources, itself
+/// included.
+pub(crate) fn find_source<'e, T: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::access_log::Entry;
 use crate::config::Protocol;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, find_source};
 use crate::headers;
 use crate::listener::RequestGuard;
 use crate::state::{Shared, Snapshot};
@@ -482,12 +482,7 @@ fn classify(error: client::Error, upstream: &Upstream, endpoint: &Arc<str>) -> F
             BodyError::Client(_) => ProxyError::ClientBodyAborted,
         });
     }
-    let connect = match &error {
-        client::Error::Connect(_) => true,
-        client::Error::Http2(e) => e.is_connect(),
-        client::Error::Http(_) => false,
-    };
-    if connect {
+    if error.is_connect() {
         let timed_out = find_source::<std::io::Error>(&error)
             .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
         let e = if timed_out {
@@ -505,12 +500,10 @@ fn classify(error: client::Error, upstream: &Upstream, endpoint: &Arc<str>) -> F
         };
         return Failure::Retryable(e, RetryCause::Connect);
     }
-    let http = match &error {
-        client::Error::Http(e) => Some(e),
-        client::Error::Http2(e) => find_source::<hyper::Error>(e),
-        client::Error::Connect(_) => None,
-    };
-    if http.is_some_and(|e| e.is_parse() || e.is_parse_status() || e.is_parse_too_large()) {
+    if error
+        .http()
+        .is_some_and(|e| e.is_parse() || e.is_parse_status() || e.is_parse_too_large())
+    {
         return Failure::Retryable(
             ProxyError::InvalidResponse {
                 upstream: upstream_name,
@@ -528,19 +521,6 @@ fn classify(error: client::Error, upstream: &Upstream, endpoint: &Arc<str>) -> F
         },
         RetryCause::Reset,
     )
-}
-
-fn find_source<'e, T: std::error::Error + 'static>(
-    error: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e T> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
 }
 
 fn upstream_uri(authority: &http::uri::Authority, path: PathAndQuery) -> Uri {

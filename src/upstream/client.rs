@@ -120,12 +120,24 @@ impl UpstreamClient {
             UpstreamClient::Http2(client) => Ok((client.request(request).await?, None)),
         }
     }
+}
 
-    /// Idle pooled connections (HTTP/1.1), for tests and diagnostics.
-    pub fn idle_connections(&self) -> usize {
+impl Error {
+    /// Nothing reached the endpoint: connecting failed or timed out.
+    pub fn is_connect(&self) -> bool {
         match self {
-            UpstreamClient::Http1(pool) => pool.lock().len(),
-            UpstreamClient::Http2(_) => 0,
+            Error::Connect(_) => true,
+            Error::Http2(e) => e.is_connect(),
+            Error::Http(_) => false,
+        }
+    }
+
+    /// hyper's error behind this one, if any.
+    pub fn http(&self) -> Option<&hyper::Error> {
+        match self {
+            Error::Http(e) => Some(e),
+            Error::Http2(e) => crate::error::find_source(e),
+            Error::Connect(_) => None,
         }
     }
 }
