@@ -215,7 +215,9 @@ impl RawH2 {
         self.seen.lock().unwrap()
     }
 
-    /// Whether the server closed the connection within `limit`.
+    /// Whether the server closed the connection within `limit`. (Not
+    /// `support::eventually`: this file is also built into the harness,
+    /// examples/h2_abuse.rs, which has no `support` module.)
     pub async fn closed_within(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
