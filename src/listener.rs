@@ -1,5 +1,7 @@
 //! Listeners: bind, accept within the connection limit, TLS, HTTP/1.1 and
-//! HTTP/2 through hyper-util's auto builder, per-connection timeouts, drain.
+//! HTTP/2 through hyper (the protocol told by the client's first bytes),
+//! idle HTTP/1 connections parked without buffers, per-connection timeouts,
+//! drain.
 //!
 //! Each connection has one timer, re-armed lazily, that enforces
 //! `header_read_timeout` (from the first byte of a request head until the
@@ -18,19 +20,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ListenerConfig, ServerConfig};
+use crate::config::ListenerConfig;
 use crate::h2_guard::{Abuse, FrameWatch};
 use crate::proxy::{self, Downstream};
 use crate::state::Shared;
@@ -50,8 +53,8 @@ pub struct BoundListener {
     /// The config it was bound from (a reload compares against it).
     pub config: ListenerConfig,
     pub local_addr: SocketAddr,
-    /// Open client connections (the downstream_connections gauge).
-    pub open: Arc<AtomicU64>,
+    /// Its client connections, for the downstream connection metrics.
+    pub connections: Arc<Connections>,
     /// Swapped by a reload that changes certificates; new connections use
     /// the new ones.
     pub tls: Arc<ArcSwapOption<TlsAcceptor>>,
@@ -97,9 +100,16 @@ pub struct Serving {
     pub tracker: TaskTracker,
 }
 
-/// Per-connection activity, read by the connection's timer.
+/// One connection's identity and activity: shared by its task, its socket
+/// wrapper, its service and its requests' guards (one allocation).
 #[derive(Debug)]
 pub struct Activity {
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+    peer: SocketAddr,
+    https: bool,
+    /// The client's IP as an X-Forwarded-For element, formatted once.
+    client_ip: http::HeaderValue,
     epoch: Instant,
     in_flight: AtomicU32,
     /// Milliseconds since `epoch` when the current idle or head-reading
@@ -120,6 +130,16 @@ pub struct Activity {
     conflicting_length: AtomicBool,
     /// Why the HTTP/2 frame watch refused the connection, if it did.
     refused: std::sync::OnceLock<Abuse>,
+    /// The last read found nothing to read.
+    read_blocked: AtomicBool,
+    /// Bytes were written since the last completed flush.
+    unflushed: AtomicBool,
+    /// hyper is closing the connection to park it: its shutdown of the
+    /// socket is skipped.
+    parking: AtomicBool,
+    /// Where an upgrade (a request the proxy answers with 101) wants the
+    /// client's connection.
+    upgrade: std::sync::Mutex<Option<oneshot::Sender<Upgraded>>>,
 }
 
 /// Counts a request in flight on its connection until its response body is
@@ -138,11 +158,19 @@ struct Tracked<S> {
     scanning: bool,
     max_header_bytes: usize,
     /// Present once the client sent the HTTP/2 preface.
-    h2: Option<FrameWatch>,
+    h2: Option<Box<FrameWatch>>,
+    /// Bytes already read (and checked), to be read again first: those that
+    /// told the protocol, or those hyper read ahead before the connection
+    /// parked.
+    replay: Bytes,
+    /// Upgraded: the bytes are no longer HTTP.
+    passthrough: bool,
 }
 
 enum Step {
     Wait(Instant),
+    /// Idle for PARK_AFTER: park the connection.
+    Park,
     Close,
     Drain,
 }
@@ -175,7 +203,7 @@ impl BoundListener {
             name: config.name.as_str().into(),
             config: config.clone(),
             local_addr,
-            open: Arc::new(AtomicU64::new(0)),
+            connections: Arc::new(Connections::default()),
             tls: Arc::new(ArcSwapOption::new(tls.map(Arc::new))),
             listener,
         })
@@ -206,189 +234,488 @@ impl BoundListener {
                 () = stop.cancelled() => return,
             };
             let _ = stream.set_nodelay(true);
-            let task_cx = Arc::clone(&cx);
-            let listener = Arc::clone(&listener);
-            let stop = stop.clone();
-            cx.tracker.spawn(async move {
-                serve_connection(stream, peer, &listener, task_cx, stop, permit).await;
-            });
-        }
-    }
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: &BoundListener,
-    cx: Arc<Serving>,
-    stop: CancellationToken,
-    _permit: OwnedSemaphorePermit,
-) {
-    let limits = cx.shared.snapshot.load().server.clone();
-    let activity = Arc::new(Activity::new());
-    listener.open.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenConnection(Arc::clone(&listener.open));
-    match listener.tls.load_full() {
-        None => {
-            let io = Tracked::new(stream, &activity, limits.max_header_bytes);
-            serve_http(io, (peer, false), listener, &cx, &stop, &limits, activity).await;
-        }
-        Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-            let tls = match handshake.await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let server = &cx.shared.snapshot.load().server;
+            listener.connections.open.fetch_add(1, Ordering::Relaxed);
+            let held = Held {
+                deadlines: Deadlines {
+                    header_read: server.header_read_timeout,
+                    idle: server.idle_timeout,
+                },
+                max_header_bytes: server.max_header_bytes,
+                _permit: permit,
+                open: OpenConnection(Arc::clone(&listener.connections)),
             };
-            let io = Tracked::new(tls, &activity, limits.max_header_bytes);
-            serve_http(io, (peer, true), listener, &cx, &stop, &limits, activity).await;
+            let acceptor = listener.tls.load_full();
+            let shared = Arc::clone(&cx.shared);
+            let name = Arc::clone(&listener.name);
+            let activity = Arc::new(Activity::new(shared, name, peer, acceptor.is_some()));
+            match acceptor {
+                None => {
+                    let task = serve_connection(stream, activity, stop.clone(), held);
+                    cx.tracker.spawn(task);
+                }
+                Some(acceptor) => {
+                    let task = serve_tls(stream, acceptor, activity, stop.clone(), held);
+                    cx.tracker.spawn(Box::pin(task));
+                }
+            }
         }
     }
 }
 
-async fn serve_http<S>(
-    io: Tracked<S>,
-    (peer, https): (SocketAddr, bool),
-    listener: &BoundListener,
-    cx: &Arc<Serving>,
-    stop: &CancellationToken,
-    limits: &ServerConfig,
+/// How long an HTTP/1 connection stays idle before it parks. Far longer
+/// than the gap between the requests of a busy connection: parking and
+/// resuming costs the next request about a fifth more CPU (hyper's
+/// connection and buffers are built again). Short, so that a burst of new
+/// connections does not leave their buffers behind.
+pub const PARK_AFTER: Duration = Duration::from_millis(20);
+
+/// The limits a connection's timer enforces, copied from the snapshot the
+/// connection began under.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    header_read: Duration,
+    idle: Duration,
+}
+
+/// Opens the TLS session, then serves the connection. Boxed by its caller:
+/// a TLS connection's state is several times a plain one's, and a task is
+/// as large as its largest state.
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: Arc<TlsAcceptor>,
     activity: Arc<Activity>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    stop: CancellationToken,
+    held: Held,
+) {
+    let deadline = held.deadlines.header_read;
+    let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(peer = %activity.peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %activity.peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    serve_connection(tls, activity, stop, held).await;
+}
+
+/// What a connection holds for its whole life besides its socket.
+struct Held {
+    deadlines: Deadlines,
+    max_header_bytes: usize,
+    _permit: OwnedSemaphorePermit,
+    open: OpenConnection,
+}
+
+/// A transport a parked connection can wait on without holding a buffer.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready when bytes, or the end of the stream, can be read.
+    fn poll_read_ready(&self, task: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Transport for TcpStream {
+    fn poll_read_ready(&self, task: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, task)
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_read_ready(&self, task: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A connection parks only after a read found nothing, so rustls
+        // holds no plaintext: the socket is what to wait on.
+        self.get_ref().0.poll_read_ready(task)
+    }
+}
+
+/// The client's side of an upgraded HTTP/1 connection (WebSocket and the
+/// like), handed to the proxy once the 101 response is written.
+pub struct Upgraded {
+    io: Box<dyn UpgradedIo>,
+    /// What the client sent after its request, already read.
+    read_buf: Bytes,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("read_ahead", &self.read_buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+trait UpgradedIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpgradedIo for T {}
+
+/// Resolves to the client's connection once it is upgraded; fails if the
+/// connection ended instead.
+pub type OnUpgrade = oneshot::Receiver<Upgraded>;
+
+/// How a connection ended, for the log.
+enum End {
+    Closed,
+    Upgraded,
+    /// header_read_timeout, a stall, or the drain deadline.
+    TimedOut,
+    Error(hyper::Error),
+    Io(io::Error),
+}
+
+/// What the first bytes of a connection show.
+enum Detected {
+    Http1,
+    Http2,
+    /// Closed before sending anything.
+    Nothing,
+}
+
+/// Where a connection's socket is. Exactly one place holds it.
+struct Place<T, H1, H2> {
+    /// While the protocol is being detected, and while parked.
+    io: Option<T>,
+    /// While hyper serves HTTP/1.
+    h1: Option<Pin<Box<H1>>>,
+    /// While hyper serves HTTP/2 (to the end).
+    h2: Option<Pin<Box<H2>>>,
+    detecting: bool,
+    draining: bool,
+    /// The connection has been idle for PARK_AFTER.
+    park: bool,
+}
+
+/// Serves one connection: HTTP/2 if it opens with the client preface,
+/// HTTP/1 otherwise.
+///
+/// An HTTP/1 connection idle for PARK_AFTER parks: hyper's connection (with
+/// its read and write buffers, 16 KiB and up) is dropped and the socket is
+/// waited on alone; the next bytes start a new one, after the bytes hyper
+/// had read ahead (pipelining), which are replayed. Everything this
+/// function keeps across its one await is what an idle connection costs,
+/// so it keeps little.
+async fn serve_connection<S: Transport>(
+    stream: S,
+    activity: Arc<Activity>,
+    stop: CancellationToken,
+    held: Held,
+) {
     // hyper answers 431 by itself past this; below it, proxy.rs answers at
     // exactly max_header_bytes with a plain-text reason.
-    let hard_limit = limits
-        .max_header_bytes
-        .saturating_mul(2)
-        .saturating_add(8192);
-    builder
-        .http1()
-        .header_read_timeout(None)
-        .max_buf_size(hard_limit.max(8192))
-        .half_close(false)
-        .keep_alive(true);
+    let hard_limit = held.max_header_bytes.saturating_mul(2).saturating_add(8192);
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req: hyper::Request<Incoming>| {
+            let http2 = req.version() == http::Version::HTTP_2;
+            let conflicting_length =
+                !http2 && activity.conflicting_length.swap(false, Ordering::AcqRel);
+            let guard = RequestGuard::start(&activity, http2);
+            let a = Arc::clone(&activity);
+            async move {
+                let snapshot = a.shared.snapshot.load_full();
+                let downstream = Downstream {
+                    listener: snapshot
+                        .routes
+                        .listener_index(&a.listener)
+                        .unwrap_or(usize::MAX),
+                    client: a.peer,
+                    client_ip: a.client_ip.clone(),
+                    https: a.https,
+                    conflicting_length,
+                };
+                let response = proxy::handle(req, &downstream, snapshot, guard, &a.shared).await;
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let http1 = |io| {
+        let mut http1 = http1::Builder::new();
+        http1
+            .header_read_timeout(None)
+            .max_buf_size(hard_limit.max(8192))
+            .half_close(false)
+            .keep_alive(true);
+        Box::pin(http1.serve_connection(TokioIo::new(io), service.clone()))
+    };
     // HTTP/2 limits (docs/security.md has each one's reason); what h2 does
     // not bound, the frame watch in `Tracked` does (`h2_guard`).
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX))
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_ACCEPT_RESETS))
-        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS));
+    let http2 = |io| {
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX))
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_ACCEPT_RESETS))
+            .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS));
+        Box::pin(http2.serve_connection(TokioIo::new(io), service.clone()))
+    };
 
-    let shared = Arc::clone(&cx.shared);
-    let name = Arc::clone(&listener.name);
-    let service_activity = Arc::clone(&activity);
-    let client_ip = crate::headers::client_ip_value(peer.ip());
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let http2 = req.version() == http::Version::HTTP_2;
-        let conflicting_length = !http2
-            && service_activity
-                .conflicting_length
-                .swap(false, Ordering::AcqRel);
-        let guard = RequestGuard::start(&service_activity, http2);
-        let snapshot = shared.snapshot.load_full();
-        let name = Arc::clone(&name);
-        let shared = Arc::clone(&shared);
-        let client_ip = client_ip.clone();
-        async move {
-            let downstream = Downstream {
-                listener: snapshot.routes.listener_index(&name).unwrap_or(usize::MAX),
-                client: peer,
-                client_ip,
-                https,
-                conflicting_length,
-            };
-            Ok::<_, Infallible>(proxy::handle(req, &downstream, snapshot, guard, &shared).await)
-        }
-    });
-
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let timer = tokio::time::sleep(limits.idle_timeout.min(limits.header_read_timeout));
+    let deadlines = &held.deadlines;
+    type H1<S, Svc> = http1::Connection<TokioIo<Tracked<S>>, Svc>;
+    type H2<S, Svc> = http2::Connection<TokioIo<Tracked<S>>, Svc, TokioExecutor>;
+    let mut place: Place<Tracked<S>, H1<S, _>, H2<S, _>> = Place {
+        io: Some(Tracked::new(stream, &activity, held.max_header_bytes)),
+        h1: None,
+        h2: None,
+        detecting: true,
+        draining: false,
+        park: false,
+    };
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
+    let timer = tokio::time::sleep(deadlines.idle.min(deadlines.header_read));
     tokio::pin!(timer);
-    let draining = AtomicBool::new(false);
-    loop {
-        // `biased`: the connection is polled first, so a read that starts a
-        // request head re-arms the timer in the same pass.
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => {
-                if let Some(abuse) = activity.refused.get() {
-                    // Counted, and logged at debug only: an attacker must
-                    // not be able to flood the log.
-                    cx.shared
-                        .metrics
-                        .counter(
-                            crate::metrics::DOWNSTREAM_H2_REFUSED,
-                            &[("listener", &listener.name), ("cause", abuse.cause())],
-                        )
-                        .increment(1);
-                    tracing::debug!(%peer, %abuse, "HTTP/2 connection refused");
-                } else if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
-                }
-                return;
-            }
-            () = stop.cancelled(), if !draining.load(Ordering::Relaxed) => {
-                draining.store(true, Ordering::Relaxed);
-                connection.as_mut().graceful_shutdown();
-            }
-            step = std::future::poll_fn(|task| {
-                if activity.rearm.swap(false, Ordering::AcqRel)
-                    && let Step::Wait(deadline) = activity.step(limits)
-                {
-                    timer.as_mut().reset(deadline);
-                }
-                loop {
-                    std::task::ready!(timer.as_mut().poll(task));
-                    match activity.step(limits) {
-                        Step::Wait(deadline) => timer.as_mut().reset(deadline),
-                        // A graceful close gets its own idle period, then is cut.
-                        Step::Drain if !draining.load(Ordering::Relaxed) => {
-                            timer.as_mut().reset(Instant::now() + limits.idle_timeout);
-                            return Poll::Ready(Step::Drain);
+
+    let end = std::future::poll_fn(|task| {
+        let p = &mut place;
+        'poll: loop {
+            // The connection first, so a read that starts a request head
+            // re-arms the timer in the same pass.
+            if let Some(conn) = p.h1.as_mut() {
+                match conn.as_mut().poll(task) {
+                    Poll::Ready(Err(error)) => return Poll::Ready(End::Error(error)),
+                    Poll::Ready(Ok(())) => {
+                        // hyper has shut the socket down, unless the
+                        // connection was upgraded: then it is handed over.
+                        let upgrade = activity.upgrade.lock().ok().and_then(|mut u| u.take());
+                        if let Some(to) = upgrade.filter(|to| !to.is_closed())
+                            && let Some(conn) = p.h1.take()
+                        {
+                            let parts = Pin::into_inner(conn).into_parts();
+                            let mut tracked: Tracked<S> = parts.io.into_inner();
+                            tracked.passthrough = true;
+                            let upgraded = Upgraded {
+                                io: Box::new(tracked),
+                                read_buf: parts.read_buf,
+                            };
+                            let _ = to.send(upgraded);
+                            return Poll::Ready(End::Upgraded);
                         }
-                        Step::Drain | Step::Close => return Poll::Ready(Step::Close),
+                        return Poll::Ready(End::Closed);
                     }
+                    Poll::Pending
+                        if std::mem::take(&mut p.park) && !p.draining && activity.is_idle() =>
+                    {
+                        // hyper closes an idle connection at once, handing
+                        // back the socket (not shut down, see `parking`) and
+                        // whatever it read ahead.
+                        activity.parking.store(true, Ordering::Relaxed);
+                        conn.as_mut().graceful_shutdown();
+                        let polled = conn.as_mut().poll(task);
+                        activity.parking.store(false, Ordering::Relaxed);
+                        match polled {
+                            Poll::Ready(Err(error)) => return Poll::Ready(End::Error(error)),
+                            Poll::Ready(Ok(())) => {
+                                if let Some(conn) = p.h1.take() {
+                                    let parts = Pin::into_inner(conn).into_parts();
+                                    let mut tracked: Tracked<S> = parts.io.into_inner();
+                                    tracked.park(&parts.read_buf);
+                                    p.io = Some(tracked);
+                                    held.open.parked(true);
+                                }
+                                continue;
+                            }
+                            // Not idle after all (a request body left
+                            // unread): it closes after this exchange, as
+                            // hyper closes such a connection anyway.
+                            Poll::Pending => p.draining = true,
+                        }
+                    }
+                    Poll::Pending => {}
                 }
-            }) => match step {
-                Step::Drain => {
-                    draining.store(true, Ordering::Relaxed);
-                    connection.as_mut().graceful_shutdown();
+            } else if let Some(conn) = p.h2.as_mut() {
+                if let Poll::Ready(result) = conn.as_mut().poll(task) {
+                    return Poll::Ready(result.map_or_else(End::Error, |()| End::Closed));
                 }
-                Step::Close | Step::Wait(_) => {
-                    tracing::debug!(%peer, "connection closed: header_read_timeout, stalled, or drain deadline");
-                    return;
+            } else if let Some(tracked) = p.io.as_mut() {
+                if p.detecting {
+                    match tracked.poll_detect(task) {
+                        Poll::Ready(Ok(Detected::Http1)) => {
+                            p.detecting = false;
+                            p.h1 = p.io.take().map(http1);
+                            continue;
+                        }
+                        Poll::Ready(Ok(Detected::Http2)) => {
+                            p.detecting = false;
+                            p.h2 = p.io.take().map(http2);
+                            continue;
+                        }
+                        Poll::Ready(Ok(Detected::Nothing)) => return Poll::Ready(End::Closed),
+                        Poll::Ready(Err(error)) => return Poll::Ready(End::Io(error)),
+                        Poll::Pending => {}
+                    }
+                } else if tracked.has_replay() || tracked.inner.poll_read_ready(task).is_ready() {
+                    // Parked, and the client sent something (or closed).
+                    tracked.unpark();
+                    held.open.parked(false);
+                    p.h1 = p.io.take().map(http1);
+                    continue;
                 }
-            },
+            }
+
+            if !p.draining && cancelled.as_mut().poll(task).is_ready() {
+                p.draining = true;
+                if !p.shut_down_gracefully() {
+                    return Poll::Ready(End::Closed);
+                }
+                continue;
+            }
+
+            let parkable = p.h1.is_some() && !p.draining;
+            if activity.rearm.swap(false, Ordering::AcqRel)
+                && let Step::Wait(deadline) = activity.step(deadlines, parkable)
+            {
+                // Also wakes the connection PARK_AFTER from now, to park it
+                // if its request has ended by then. A later deadline than
+                // the last only updates the timer entry, so a busy
+                // connection pays nothing for this.
+                timer
+                    .as_mut()
+                    .reset(deadline.min(Instant::now() + PARK_AFTER));
+            }
+            while timer.as_mut().poll(task).is_ready() {
+                match activity.step(deadlines, parkable) {
+                    Step::Wait(deadline) => timer.as_mut().reset(deadline),
+                    Step::Park => {
+                        // Tried once hyper has been polled; if the
+                        // connection is not idle after all (a response not
+                        // yet flushed), tried again later.
+                        p.park = true;
+                        timer.as_mut().reset(Instant::now() + PARK_AFTER);
+                        continue 'poll;
+                    }
+                    // A graceful close gets its own idle period, then is cut.
+                    Step::Drain if !p.draining => {
+                        p.draining = true;
+                        timer.as_mut().reset(Instant::now() + deadlines.idle);
+                        if !p.shut_down_gracefully() {
+                            return Poll::Ready(End::Closed);
+                        }
+                    }
+                    Step::Drain | Step::Close => return Poll::Ready(End::TimedOut),
+                }
+            }
+            return Poll::Pending;
         }
+    })
+    .await;
+    if place.io.is_some() && !place.detecting {
+        held.open.parked(false);
     }
+
+    let peer = activity.peer;
+    if let Some(abuse) = activity.refused.get() {
+        // Counted, and logged at debug only: an attacker must not be able
+        // to flood the log.
+        activity
+            .shared
+            .metrics
+            .counter(
+                crate::metrics::DOWNSTREAM_H2_REFUSED,
+                &[("listener", &activity.listener), ("cause", abuse.cause())],
+            )
+            .increment(1);
+        tracing::debug!(%peer, %abuse, "HTTP/2 connection refused");
+        return;
+    }
+    match end {
+        End::Closed | End::Upgraded => {}
+        End::TimedOut => {
+            tracing::debug!(%peer, "connection closed: header_read_timeout, stalled, or drain deadline");
+        }
+        End::Error(error) => tracing::debug!(%peer, %error, "connection ended with an error"),
+        End::Io(error) => tracing::debug!(%peer, %error, "connection ended with an error"),
+    }
+}
+
+impl<T, H1: GracefulShutdown, H2: GracefulShutdown> Place<T, H1, H2> {
+    /// Asks hyper to finish what is in flight and close; false when hyper
+    /// does not hold the connection (detecting or parked: nothing is in
+    /// flight, it can close now).
+    fn shut_down_gracefully(&mut self) -> bool {
+        if let Some(conn) = self.h1.as_mut() {
+            conn.as_mut().graceful_shutdown();
+        } else if let Some(conn) = self.h2.as_mut() {
+            conn.as_mut().graceful_shutdown();
+        } else {
+            return false;
+        }
+        true
+    }
+}
+
+/// hyper's HTTP/1 and HTTP/2 server connections alike.
+trait GracefulShutdown {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, Svc> GracefulShutdown for http1::Connection<I, Svc>
+where
+    Svc: hyper::service::HttpService<Incoming>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    Svc::ResBody: hyper::body::Body + 'static,
+    <Svc::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self);
+    }
+}
+
+impl<I, Svc, E> GracefulShutdown for http2::Connection<I, Svc, E>
+where
+    Svc: hyper::service::HttpService<Incoming>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    Svc::ResBody: hyper::body::Body + 'static,
+    <Svc::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<Svc::Future, Svc::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// A listener's client connections.
+#[derive(Debug, Default)]
+pub struct Connections {
+    /// Open now (`fulcrum_downstream_connections`).
+    pub open: AtomicU64,
+    /// Parked now: idle HTTP/1 connections holding no buffers
+    /// (`fulcrum_downstream_connections_parked`).
+    pub parked: AtomicU64,
+    /// Parked so far (`fulcrum_downstream_parks_total`).
+    pub parks: AtomicU64,
 }
 
 /// Counts an open connection on its listener until dropped.
-struct OpenConnection(Arc<AtomicU64>);
+struct OpenConnection(Arc<Connections>);
+
+impl OpenConnection {
+    fn parked(&self, parked: bool) {
+        if parked {
+            self.0.parked.fetch_add(1, Ordering::Relaxed);
+            self.0.parks.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.0.parked.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(shared: Arc<Shared>, listener: Arc<str>, peer: SocketAddr, https: bool) -> Self {
         Self {
+            shared,
+            listener,
+            peer,
+            https,
+            client_ip: crate::headers::client_ip_value(peer.ip()),
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
             since_ms: AtomicU64::new(0),
@@ -398,20 +725,35 @@ impl Activity {
             conflicting_length: AtomicBool::new(false),
             rearm: AtomicBool::new(false),
             refused: std::sync::OnceLock::new(),
+            read_blocked: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
+            upgrade: std::sync::Mutex::new(None),
         }
+    }
+
+    /// An HTTP/1 connection between requests: nothing in flight, no head
+    /// begun, everything written, and hyper waiting for the client.
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && !self.reading_head.load(Ordering::Relaxed)
+            && self.read_blocked.load(Ordering::Relaxed)
+            && !self.unflushed.load(Ordering::Relaxed)
+            && !self.http2.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// What the connection timer should do now.
-    fn step(&self, limits: &ServerConfig) -> Step {
+    /// What the connection timer should do now; `parkable`: an HTTP/1
+    /// connection served by hyper.
+    fn step(&self, limits: &Deadlines, parkable: bool) -> Step {
         let now = Instant::now();
         if self.in_flight.load(Ordering::Acquire) > 0 {
             let last_io =
                 self.epoch + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
-            let deadline = last_io + limits.idle_timeout;
+            let deadline = last_io + limits.idle;
             return if now >= deadline {
                 Step::Close
             } else {
@@ -420,16 +762,22 @@ impl Activity {
         }
         let since = self.epoch + Duration::from_millis(self.since_ms.load(Ordering::Acquire));
         if self.reading_head.load(Ordering::Acquire) {
-            let deadline = since + limits.header_read_timeout;
+            let deadline = since + limits.header_read;
             return if now >= deadline {
                 Step::Close
             } else {
                 Step::Wait(deadline)
             };
         }
-        let deadline = since + limits.idle_timeout;
+        let deadline = since + limits.idle;
         if now >= deadline {
             Step::Drain
+        } else if parkable && since + PARK_AFTER < deadline {
+            if now >= since + PARK_AFTER {
+                Step::Park
+            } else {
+                Step::Wait(since + PARK_AFTER)
+            }
         } else {
             Step::Wait(deadline)
         }
@@ -453,6 +801,18 @@ impl RequestGuard {
     }
 }
 
+impl RequestGuard {
+    /// The client's connection, once the response to this request (a 101)
+    /// is written.
+    pub fn on_upgrade(&self) -> OnUpgrade {
+        let (to, from) = oneshot::channel();
+        if let Ok(mut slot) = self.0.upgrade.lock() {
+            *slot = Some(to);
+        }
+        from
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let activity = &self.0;
@@ -471,6 +831,7 @@ impl<S> Tracked<S> {
         {
             let a = &self.activity;
             a.last_io_ms.store(a.now_ms(), Ordering::Relaxed);
+            a.unflushed.store(true, Ordering::Relaxed);
         }
     }
 
@@ -482,7 +843,35 @@ impl<S> Tracked<S> {
             scanning: false,
             max_header_bytes,
             h2: None,
+            replay: Bytes::new(),
+            passthrough: false,
         }
+    }
+
+    fn has_replay(&self) -> bool {
+        !self.replay.is_empty()
+    }
+
+    /// Keeps what hyper read ahead (copied: hyper's buffer is freed) and
+    /// lets go of the head buffer.
+    fn park(&mut self, read_ahead: &Bytes) {
+        self.replay = if read_ahead.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(read_ahead)
+        };
+        self.head = Vec::new();
+    }
+
+    /// Leaves the parked state: bytes read ahead begin the next head.
+    fn unpark(&mut self) {
+        if self.has_replay() {
+            let a = &self.activity;
+            a.since_ms.store(a.now_ms(), Ordering::Release);
+            a.reading_head.store(true, Ordering::Release);
+            a.rearm.store(true, Ordering::Release);
+        }
+        self.activity.read_blocked.store(false, Ordering::Relaxed);
     }
 
     /// Checks bytes just read: an HTTP/2 client's frames, or the HTTP/1
@@ -517,7 +906,7 @@ impl<S> Tracked<S> {
                 self.scanning = false;
                 let mut watch = FrameWatch::new(self.max_header_bytes);
                 let fed = watch.feed(if gathered { &self.head } else { bytes });
-                self.h2 = Some(watch);
+                self.h2 = Some(Box::new(watch));
                 self.head = Vec::new();
                 fed
             }
@@ -584,19 +973,24 @@ fn inspect_head(head: &[u8], from: usize) -> HeadScan {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl<S: AsyncRead + Unpin> Tracked<S> {
+    /// Reads from the socket, noting a request head's start and checking
+    /// what arrives.
+    fn poll_read_checked(
+        &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if result.is_pending() {
+            self.activity.read_blocked.store(true, Ordering::Relaxed);
+        }
         if buf.filled().len() > before {
-            let a = &this.activity;
+            let a = &self.activity;
             let now = a.now_ms();
             a.last_io_ms.store(now, Ordering::Relaxed);
+            a.read_blocked.store(false, Ordering::Relaxed);
             if a.in_flight.load(Ordering::Acquire) == 0
                 && !a.reading_head.load(Ordering::Relaxed)
                 && !a.http2.load(Ordering::Relaxed)
@@ -604,16 +998,67 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
                 a.since_ms.store(now, Ordering::Release);
                 a.reading_head.store(true, Ordering::Release);
                 a.rearm.store(true, Ordering::Release);
-                this.head.clear();
-                this.scanning = true;
+                self.head.clear();
+                self.scanning = true;
             }
-            if let Err(abuse) = this.check(&buf.filled()[before..]) {
+            if let Err(abuse) = self.check(&buf.filled()[before..]) {
                 // h2 never sees these bytes; the failed read ends the connection.
-                let _ = this.activity.refused.set(abuse);
+                let _ = self.activity.refused.set(abuse);
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, abuse)));
             }
         }
         result
+    }
+
+    /// Reads until the first bytes tell HTTP/2 (the client preface) from
+    /// HTTP/1; what was read is replayed to hyper.
+    fn poll_detect(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Detected>> {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        loop {
+            let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+            let mut buf = ReadBuf::uninit(&mut storage);
+            std::task::ready!(self.poll_read_checked(cx, &mut buf))?;
+            let read = buf.filled();
+            if read.is_empty() {
+                // The end: hyper answers whatever came before it.
+                return Poll::Ready(Ok(if self.has_replay() {
+                    Detected::Http1
+                } else {
+                    Detected::Nothing
+                }));
+            }
+            self.replay = if self.replay.is_empty() {
+                Bytes::copy_from_slice(read)
+            } else {
+                [&self.replay[..], read].concat().into()
+            };
+            let n = self.replay.len().min(PREFACE.len());
+            if self.replay[..n] != PREFACE[..n] {
+                return Poll::Ready(Ok(Detected::Http1));
+            }
+            if n == PREFACE.len() {
+                return Poll::Ready(Ok(Detected::Http2));
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = buf.remaining().min(this.replay.len());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        if this.passthrough {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        this.poll_read_checked(cx, buf)
     }
 }
 
@@ -645,10 +1090,65 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = result {
+            this.activity.unflushed.store(false, Ordering::Relaxed);
+        }
+        result
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.activity.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read_buf.is_empty() {
+            let n = buf.remaining().min(this.read_buf.len());
+            buf.put_slice(&this.read_buf.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

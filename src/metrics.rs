@@ -28,6 +28,8 @@ pub const ENDPOINT_STATE_CHANGES: &str = "fulcrum_endpoint_state_changes_total";
 pub const ENDPOINT_EJECTIONS: &str = "fulcrum_endpoint_ejections_total";
 pub const HEALTH_CHECKS: &str = "fulcrum_health_checks_total";
 pub const DOWNSTREAM_CONNECTIONS: &str = "fulcrum_downstream_connections";
+pub const DOWNSTREAM_PARKED: &str = "fulcrum_downstream_connections_parked";
+pub const DOWNSTREAM_PARKS: &str = "fulcrum_downstream_parks_total";
 pub const CONFIG_RELOADS: &str = "fulcrum_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "fulcrum_config_generation";
 pub const UPSTREAM_FAILING_OPEN: &str = "fulcrum_upstream_failing_open";
@@ -90,6 +92,14 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         DOWNSTREAM_CONNECTIONS,
         "Open client connections, by listener.",
+    ),
+    (
+        DOWNSTREAM_PARKED,
+        "Idle HTTP/1 client connections parked (holding no buffers), by listener.",
+    ),
+    (
+        DOWNSTREAM_PARKS,
+        "Times an idle HTTP/1 client connection parked, by listener.",
     ),
     (
         DOWNSTREAM_H2_REFUSED,

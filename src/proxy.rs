@@ -162,7 +162,8 @@ pub async fn handle(
         })
     });
     let mut outcome = Outcome::default();
-    let mut response = match forward(req, downstream, &snapshot, shared, &mut outcome).await {
+    let mut response = match forward(req, downstream, &snapshot, shared, &guard, &mut outcome).await
+    {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, client = %downstream.client, "request answered by fulcrum");
@@ -194,10 +195,11 @@ pub async fn handle(
 }
 
 async fn forward(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     downstream: &Downstream,
     snapshot: &Snapshot,
     shared: &Arc<Shared>,
+    guard: &RequestGuard,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let limits = &snapshot.server;
@@ -267,7 +269,8 @@ async fn forward(
     let upgrade = headers::is_upgrade_request(req.headers())
         && req.version() == Version::HTTP_11
         && upstream.protocol == Protocol::Http1;
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // The connection hands its socket over once the 101 is written.
+    let downstream_upgrade = upgrade.then(|| guard.on_upgrade());
 
     let (mut parts, incoming) = req.into_parts();
     // Hashed once, before headers are rewritten (the key is the client's).
@@ -563,15 +566,18 @@ fn respond(
 }
 
 /// Copies bytes both ways between an upgraded client and endpoint connection.
-async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, server) = match tokio::try_join!(downstream, upstream) {
-        Ok(pair) => pair,
-        Err(error) => {
+async fn splice(downstream: crate::listener::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (mut client, server) = match tokio::join!(downstream, upstream) {
+        (Ok(client), Ok(server)) => (client, server),
+        (Err(_), _) => {
+            tracing::debug!("upgrade failed: the client connection ended first");
+            return;
+        }
+        (_, Err(error)) => {
             tracing::debug!(%error, "upgrade failed");
             return;
         }
     };
-    let mut client = hyper_util::rt::TokioIo::new(client);
     let mut server = hyper_util::rt::TokioIo::new(server);
     if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
         tracing::debug!(%error, "upgraded connection ended");

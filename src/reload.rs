@@ -10,7 +10,7 @@
 //! the health probes. A failure at any step changes nothing.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ListenerConfig};
-use crate::listener::{BoundListener, Serving, tls_acceptor};
+use crate::listener::{BoundListener, Connections, Serving, tls_acceptor};
 use crate::state::{ReloadOutcome, Shared, Snapshot};
 
 /// How long the watcher waits for a burst of file events to end.
@@ -50,7 +50,7 @@ struct RunningListener {
     config: ListenerConfig,
     stop: CancellationToken,
     tls: Arc<ArcSwapOption<TlsAcceptor>>,
-    open: Arc<AtomicU64>,
+    connections: Arc<Connections>,
 }
 
 impl Reloader {
@@ -91,7 +91,7 @@ impl Reloader {
             config: listener.config.clone(),
             stop: stop.clone(),
             tls: Arc::clone(&listener.tls),
-            open: Arc::clone(&listener.open),
+            connections: Arc::clone(&listener.connections),
         };
         tokio::spawn(listener.serve(Arc::clone(&self.serving), stop));
         running
@@ -99,17 +99,17 @@ impl Reloader {
 
     fn publish_connections(&self, state: &Running) {
         if let Ok(mut connections) = self.shared.connections.lock() {
-            connections.retain(|(name, open)| {
+            connections.retain(|(name, counts)| {
                 let kept = state.listeners.iter().any(|l| l.name == *name);
                 if !kept {
                     // The gauge of a removed listener would otherwise keep its last value.
-                    open.store(0, Ordering::Relaxed);
+                    counts.open.store(0, Ordering::Relaxed);
                 }
                 kept
             });
             for l in &state.listeners {
                 if !connections.iter().any(|(name, _)| *name == l.name) {
-                    connections.push((Arc::clone(&l.name), Arc::clone(&l.open)));
+                    connections.push((Arc::clone(&l.name), Arc::clone(&l.connections)));
                 }
             }
         }

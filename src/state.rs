@@ -3,7 +3,7 @@
 //! listeners, the admin API and (later) reload.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, ServerConfig};
+use crate::listener::Connections;
 use crate::metrics::{self as m, CodeCounters, Metrics};
 use crate::route::RouteTable;
 use crate::upstream::Upstream;
@@ -46,7 +47,7 @@ pub struct Shared {
     /// Set when a graceful shutdown starts (/readyz answers 503).
     pub draining: AtomicBool,
     /// Open client connections per listener name.
-    pub connections: Mutex<Vec<(Arc<str>, Arc<AtomicU64>)>>,
+    pub connections: Mutex<Vec<(Arc<str>, Arc<Connections>)>>,
     pub access_log: Option<AccessLog>,
     /// Active health-check tasks.
     pub health: Mutex<crate::upstream::health::Supervisor>,
@@ -214,10 +215,21 @@ impl Shared {
         }
         self.generation.set(snapshot.generation as f64);
         if let Ok(connections) = self.connections.lock() {
-            for (name, open) in connections.iter() {
-                self.metrics
-                    .gauge(m::DOWNSTREAM_CONNECTIONS, &[("listener", name)])
-                    .set(open.load(Ordering::Relaxed) as f64);
+            for (name, counts) in connections.iter() {
+                let labels = [("listener", &**name)];
+                let open = counts.open.load(Ordering::Relaxed);
+                let parked = counts.parked.load(Ordering::Relaxed);
+                let parks = counts.parks.load(Ordering::Relaxed);
+                let metrics = &self.metrics;
+                metrics
+                    .gauge(m::DOWNSTREAM_CONNECTIONS, &labels)
+                    .set(open as f64);
+                metrics
+                    .gauge(m::DOWNSTREAM_PARKED, &labels)
+                    .set(parked as f64);
+                metrics
+                    .counter(m::DOWNSTREAM_PARKS, &labels)
+                    .absolute(parks);
             }
         }
         self.metrics.render()

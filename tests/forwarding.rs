@@ -249,6 +249,48 @@ async fn websocket_echo_through_the_proxy() {
 }
 
 #[tokio::test]
+async fn websocket_bytes_sent_with_the_handshake_are_not_lost() {
+    // The client sends its first frame in the same write as the upgrade
+    // request: fulcrum has read it with the head, and must hand it on.
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut bytes = b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        .to_vec();
+    // A masked text frame "hello" (RFC 6455 section 5.3).
+    let mask = [1u8, 2, 3, 4];
+    bytes.extend_from_slice(&[0x81, 0x80 | 5]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(b"hello".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    s.write_all(&bytes).await.unwrap();
+    // The 101 head, then the echo (unmasked), perhaps in the same read.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let echo_at = loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+            && got.len() >= end + 4 + 7
+        {
+            break end + 4;
+        }
+        let read = tokio::io::AsyncReadExt::read(&mut s, &mut buf);
+        let n = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("101 and echo within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    };
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let echoed = &got[echo_at..];
+    assert_eq!(&echoed[..7], b"\x81\x05hello");
+}
+
+#[tokio::test]
 async fn connections_to_endpoints_are_kept_alive() {
     let b = Backend::spawn("a").await;
     let proxy = Proxy::start(&simple_config(&[&b], "")).await;

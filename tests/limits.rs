@@ -192,3 +192,104 @@ async fn shutdown_timeout_bounds_the_drain() {
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// fulcrum with the admin API on, for the connection metrics.
+async fn proxy_with_admin(server: &str) -> (Backend, Proxy, std::net::SocketAddr) {
+    let b = Backend::spawn("a").await;
+    let config =
+        config_for(&[b.addr], server, "").replacen("bind = \"\"", "bind = \"127.0.0.1:0\"", 1);
+    let proxy = Proxy::start(&config).await;
+    let admin = proxy.admin.expect("admin enabled");
+    (b, proxy, admin)
+}
+
+/// The value of an unlabelled-or-summed metric series `name`.
+async fn metric(admin: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, _, text) = get(&client(), &format!("http://{admin}/metrics")).await;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+async fn parked(admin: std::net::SocketAddr) -> f64 {
+    metric(admin, "fulcrum_downstream_connections_parked").await
+}
+
+async fn parks(admin: std::net::SocketAddr) -> f64 {
+    metric(admin, "fulcrum_downstream_parks_total").await
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_parks_and_resumes() {
+    let (_b, _proxy, admin) = proxy_with_admin("").await;
+    let addr = _proxy.addr();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    get_ok(&mut s, "first request").await;
+    eventually(Duration::from_secs(5), || async {
+        parked(admin).await == 1.0
+    })
+    .await;
+    assert_eq!(parks(admin).await, 1.0);
+
+    // The next request on the same connection is served as before.
+    get_ok(&mut s, "after parking").await;
+    eventually(Duration::from_secs(5), || async {
+        parks(admin).await == 2.0
+    })
+    .await;
+    assert_eq!(parked(admin).await, 1.0);
+
+    // A parked connection the client closes is gone from both gauges.
+    drop(s);
+    eventually(Duration::from_secs(5), || async {
+        parked(admin).await == 0.0 && metric(admin, "fulcrum_downstream_connections").await == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_read_ahead_before_parking_is_served_after() {
+    let (b, proxy, admin) = proxy_with_admin("").await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    // One request and the first half of the next, in one write: hyper reads
+    // both, answers the first, and parks with the half in its buffer.
+    s.write_all(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\nGET /second HTTP/1.1\r\nho")
+        .await
+        .unwrap();
+    let r = read_some(&mut s, Duration::from_secs(5)).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+    eventually(Duration::from_secs(5), || async {
+        parks(admin).await >= 1.0
+    })
+    .await;
+    s.write_all(b"st: x\r\n\r\n").await.unwrap();
+    let r = read_some(&mut s, Duration::from_secs(5)).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+    let uris: Vec<String> = b
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.uri.clone())
+        .collect();
+    assert_eq!(uris, ["/first", "/second"]);
+}
+
+#[tokio::test]
+async fn shutdown_closes_parked_connections_at_once() {
+    let (_b, mut proxy, admin) = proxy_with_admin("shutdown_timeout = \"30s\"").await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    get_ok(&mut s, "before shutdown").await;
+    eventually(Duration::from_secs(5), || async {
+        parked(admin).await == 1.0
+    })
+    .await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), proxy.shutdown())
+        .await
+        .expect("drained well before shutdown_timeout")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(read_until_close(&mut s, Duration::from_secs(5)).await, "");
+}

@@ -164,3 +164,48 @@ async fn a_key_that_does_not_fit_its_certificate_is_a_config_error() {
     );
     assert!(text.contains("does not fit"), "{text}");
 }
+
+#[tokio::test]
+async fn an_idle_tls_connection_parks_and_resumes() {
+    let b = Backend::spawn("a").await;
+    let certs = certificates();
+    let config = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\n{}\n[[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{{ address = \"{}\" }}]\n",
+        certs.toml, b.addr
+    );
+    let proxy = Proxy::start(&config).await;
+    let admin = proxy.admin.expect("admin enabled");
+    let parks = || async move {
+        let (_, _, text) = get(&client(), &format!("http://{admin}/metrics")).await;
+        text.lines()
+            .find(|l| l.starts_with("fulcrum_downstream_parks_total{"))
+            .map_or(0.0, |l| {
+                l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+            })
+    };
+
+    let tls = connect(proxy.addr(), &certs.roots, "a.test", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for round in 1..=3 {
+        let req = Request::get(format!("/round/{round}"))
+            .header("host", "a.test")
+            .body(empty())
+            .unwrap();
+        let response = send.send_request(req).await.unwrap();
+        assert_eq!(response.status(), 200, "round {round}");
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "a"
+        );
+        // Parked between requests: the TLS session is kept, the buffers not.
+        eventually(std::time::Duration::from_secs(5), || async {
+            parks().await >= f64::from(round)
+        })
+        .await;
+    }
+}
