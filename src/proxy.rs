@@ -367,10 +367,12 @@ async fn forward(
 
         let in_flight = endpoint.state.start();
         let sent = std::time::Instant::now();
-        let outcome =
-            tokio::time::timeout(upstream.response_timeout, endpoint.client.request(request)).await;
+        let outcome = endpoint
+            .client
+            .request(request, upstream.response_timeout)
+            .await;
         let failure = match outcome {
-            Ok(Ok((mut response, lease))) => {
+            Ok((mut response, lease)) => {
                 let answered = std::time::Instant::now();
                 let latency = answered - sent;
                 endpoint.state.observe_latency(sent, answered);
@@ -413,7 +415,14 @@ async fn forward(
                 }
                 return Ok(respond(response, in_flight, lease, false));
             }
-            Ok(Err(error)) => {
+            Err(client::Error::Timeout) => Failure::Retryable(
+                ProxyError::ResponseTimeout {
+                    upstream: upstream.name.clone(),
+                    endpoint: endpoint.address.clone(),
+                },
+                RetryCause::Timeout,
+            ),
+            Err(error) => {
                 let failure = classify(error, upstream, &endpoint.address);
                 let cause = match &failure {
                     Failure::Retryable(_, RetryCause::Connect) => {
@@ -428,13 +437,6 @@ async fn forward(
                 }
                 failure
             }
-            Err(_elapsed) => Failure::Retryable(
-                ProxyError::ResponseTimeout {
-                    upstream: upstream.name.clone(),
-                    endpoint: endpoint.address.clone(),
-                },
-                RetryCause::Timeout,
-            ),
         };
         drop(in_flight);
         match failure {
