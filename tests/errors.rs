@@ -158,6 +158,32 @@ async fn slow_response_is_504() {
 }
 
 #[tokio::test]
+async fn response_timeout_holds_on_a_reused_endpoint_connection() {
+    // Each endpoint connection has one timer, moved later for each request:
+    // neither the first request's deadline nor a stale one may cut a later
+    // request short, and a late response still times out.
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(
+        &[&b],
+        "response_timeout = \"500ms\"\nretries = 0",
+    ))
+    .await;
+    let c = client();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(800) {
+        assert_eq!(get(&c, &proxy.url("/")).await.0, 200);
+    }
+    assert_eq!(get(&c, &proxy.url("/delay/100")).await.0, 200);
+    assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let (status, headers, body) = get(&c, &proxy.url("/delay/2000")).await;
+    assert_eq!(status, 504);
+    assert_plain(&headers, &body, "response_timeout");
+    // The timed-out connection is closed; the next request gets a new one.
+    assert_eq!(get(&c, &proxy.url("/")).await.0, 200);
+    assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn connect_failures_are_retried_on_another_endpoint() {
     let live = Backend::spawn("live").await;
     let dead = dead_addr().await;
