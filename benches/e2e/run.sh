@@ -5,6 +5,7 @@
 # idle-connection memory table. Skips a peer that is not installed.
 #
 #   benches/e2e/run.sh            # ROUNDS=3 DURATION=10 by default
+#   WORKERS=2 benches/e2e/run.sh  # each proxy with 2 workers, nothing pinned
 #   apt-get install nginx haproxy wrk   # the peers and the load generator
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -14,6 +15,10 @@ DURATION=${DURATION:-10}
 # 10,000 is the goal; HAProxy needs 2 x maxconn descriptors, and the
 # machines here allow 20,000 per process, so 9,000 fits every contender.
 IDLE=${IDLE:-9000}
+# WORKERS=1: the proxy pinned to CPU 1, wrk and the endpoint to CPU 0.
+# WORKERS=2: the proxy with two workers, everything free to use both CPUs.
+WORKERS=${WORKERS:-1}
+if [ "$WORKERS" = 1 ]; then proxy_cpus=1; load_cpus=0; else proxy_cpus=0-$(($(nproc) - 1)); load_cpus=$proxy_cpus; fi
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
@@ -23,9 +28,12 @@ chmod 755 "$work"   # nginx workers run unprivileged
 head -c 4096 /dev/urandom > "$work/4k.bin" && chmod 644 "$work/4k.bin"
 sed "s|__DIR__|$work|" "$here/nginx-backend.conf" > "$work/nginx-backend.conf"
 cp "$here/nginx-proxy.conf" "$here/haproxy.cfg" "$here/fulcrum.toml" "$work/"
+sed -i "s/^worker_processes 1;/worker_processes $WORKERS;/" "$work/nginx-proxy.conf"
+sed -i "s/^    nbthread 1/    nbthread $WORKERS/" "$work/haproxy.cfg"
+sed -i "s/^workers = 1/workers = $WORKERS/" "$work/fulcrum.toml"
 (cd "$root" && cargo build --release --bin fulcrum -q)
 
-taskset -c 0 nginx -p "$work" -c "$work/nginx-backend.conf" 2>"$work/backend.log" & sleep 0.5
+taskset -c "$load_cpus" nginx -p "$work" -c "$work/nginx-backend.conf" 2>"$work/backend.log" & sleep 0.5
 
 declare -A start_cmd
 start_cmd[direct]=""
@@ -59,14 +67,14 @@ for round in $(seq "$ROUNDS"); do
     order+=("${contenders[$(( (i + round - 1) % ${#contenders[@]} ))]}")
   done
   for c in "${order[@]}"; do
-    if [ "$c" != direct ]; then taskset -c 1 ${start_cmd[$c]} >"$work/$c.log" 2>&1 & sleep 1; fi
+    if [ "$c" != direct ]; then taskset -c "$proxy_cpus" ${start_cmd[$c]} >"$work/$c.log" 2>&1 & sleep 1; fi
     pids=$(pids_of "$c"); [ "$c" = direct ] && pids=""
     for s in "${scenarios[@]}"; do
       set -- $s; path=$1; conns=$2
       url="http://127.0.0.1:${port[$c]}/$path"
-      taskset -c 0 wrk -t1 -c"$conns" -d2s "$url" >/dev/null 2>&1 || true  # warm-up
+      taskset -c "$load_cpus" wrk -t"$WORKERS" -c"$conns" -d2s "$url" >/dev/null 2>&1 || true  # warm-up
       before=$(cpu_ticks $pids)
-      out=$(taskset -c 0 wrk -t1 -c"$conns" -d"${DURATION}s" --latency "$url")
+      out=$(taskset -c "$load_cpus" wrk -t"$WORKERS" -c"$conns" -d"${DURATION}s" --latency "$url")
       after=$(cpu_ticks $pids)
       reqs=$(echo "$out" | awk '/requests in/ {print $1}')
       rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -83,7 +91,8 @@ done
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
-echo "$(date -u +%Y-%m-%d), $(nproc) cores, ROUNDS=$ROUNDS DURATION=${DURATION}s; proxy on CPU 1, wrk and the endpoint on CPU 0; contender order rotated each round"
+if [ "$WORKERS" = 1 ]; then placement="proxy on CPU 1, wrk and the endpoint on CPU 0"; else placement="proxy with $WORKERS workers, wrk -t$WORKERS and the endpoint, none pinned"; fi
+echo "$(date -u +%Y-%m-%d), $(nproc) cores, ROUNDS=$ROUNDS DURATION=${DURATION}s; $placement; contender order rotated each round"
 for s in "${scenarios[@]}"; do
   set -- $s
   echo
@@ -108,7 +117,7 @@ echo "| contender | RSS before (KiB) | RSS with connections open (KiB) |"
 echo "| --- | --- | --- |"
 for c in "${contenders[@]}"; do
   [ "$c" = direct ] && continue
-  taskset -c 1 ${start_cmd[$c]} >"$work/$c.log" 2>&1 & sleep 1
+  taskset -c "$proxy_cpus" ${start_cmd[$c]} >"$work/$c.log" 2>&1 & sleep 1
   pids=$(pids_of "$c")
   before=$(rss_kib $pids)
   exec 3> >(python3 "$here/idle.py" 127.0.0.1 "${port[$c]}" "$IDLE" > "$work/idle.out")
