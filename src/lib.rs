@@ -49,6 +49,7 @@ pub mod route;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 use access_log::{AccessLog, Writer};
 use admin::AdminServer;
@@ -68,6 +69,7 @@ pub struct Fulcrum {
     /// Installed at bind, before "listening" is logged, so that a SIGHUP
     /// sent as soon as fulcrum is up reloads instead of killing it.
     sighup: Option<reload::Hangup>,
+    workers: Option<Arc<workers::Workers>>,
 }
 
 /// Why fulcrum could not start with a valid config.
@@ -123,6 +125,7 @@ impl Fulcrum {
             access_log_writer,
             watch: true,
             sighup,
+            workers: None,
         })
     }
 
@@ -147,6 +150,7 @@ impl Fulcrum {
             connections: Arc::new(Semaphore::new(self.config.server.max_connections)),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            workers: self.workers.clone(),
         });
         let reloader = reload::Reloader::start(
             Arc::clone(&self.shared),
@@ -223,6 +227,13 @@ impl Fulcrum {
         if let Ok(mut health) = self.shared.health.lock() {
             health.stop();
         }
+    }
+
+    /// Serves connections on `workers` (started before `bind`) instead of
+    /// the runtime `serve` runs on.
+    pub fn workers(mut self, workers: Arc<workers::Workers>) -> Self {
+        self.workers = Some(workers);
+        self
     }
 
     /// Whether to reload when the config file changes (on by default).

@@ -98,6 +98,8 @@ pub struct Serving {
     pub connections: Arc<Semaphore>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// Where connections are served; `None`: on the accepting runtime.
+    pub workers: Option<Arc<crate::workers::Workers>>,
 }
 
 /// One connection's identity and activity: shared by its task, its socket
@@ -249,6 +251,15 @@ impl BoundListener {
             let shared = Arc::clone(&cx.shared);
             let name = Arc::clone(&listener.name);
             let activity = Arc::new(Activity::new(shared, name, peer, acceptor.is_some()));
+            if let Some(workers) = &cx.workers {
+                // Moved to a worker's runtime: registered with its reactor there.
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                let task = on_worker(stream, acceptor, activity, stop.clone(), held);
+                cx.tracker.spawn_on(task, workers.next());
+                continue;
+            }
             match acceptor {
                 None => {
                     let task = serve_connection(stream, activity, stop.clone(), held);
@@ -301,6 +312,23 @@ async fn serve_tls(
         }
     };
     serve_connection(tls, activity, stop, held).await;
+}
+
+/// Serves a connection on the worker runtime this runs on.
+async fn on_worker(
+    stream: std::net::TcpStream,
+    acceptor: Option<Arc<TlsAcceptor>>,
+    activity: Arc<Activity>,
+    stop: CancellationToken,
+    held: Held,
+) {
+    let Ok(stream) = TcpStream::from_std(stream) else {
+        return;
+    };
+    match acceptor {
+        None => serve_connection(stream, activity, stop, held).await,
+        Some(acceptor) => Box::pin(serve_tls(stream, acceptor, activity, stop, held)).await,
+    }
 }
 
 /// What a connection holds for its whole life besides its socket.

@@ -127,25 +127,44 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             anyhow::bail!("{} is not valid; nothing started", cli.config.display());
         }
     };
-    let rt = runtime(config.server.workers)?;
-    let result = rt.block_on(async move {
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // The main runtime accepts, and with one worker serves too; with more,
+    // each worker thread has its own (`workers.rs`), started before the
+    // endpoint pools are built.
+    let rt = runtime(1)?;
+    let threads = if workers > 1 {
+        Some(fulcrum::workers::Workers::start(workers).context("cannot start the workers")?)
+    } else {
+        None
+    };
+    let result = rt.block_on(async {
         // Before binding: the listeners accept (and "listening" is logged)
         // before `serve` gets to wait for the signal.
         let shutdown = fulcrum::shutdown_signal();
-        let proxy = fulcrum::Fulcrum::bind(config)?;
+        let mut proxy = fulcrum::Fulcrum::bind(config)?;
+        if let Some(threads) = &threads {
+            proxy = proxy.workers(std::sync::Arc::clone(threads));
+        }
         proxy.serve(shutdown).await;
         Ok(())
     });
+    if let Some(threads) = threads {
+        threads.stop();
+    }
     // A writer stuck on a blocked file (a full pipe, a hung disk) must not
     // keep the process from exiting once the drain is over.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }
 
-/// `workers = 1` gets a current-thread runtime: the same single worker
-/// without the multi-thread scheduler's work-stealing bookkeeping
+/// A current-thread runtime for `workers = 1` and for the main thread (the
+/// workers have their own, `workers.rs`): no work-stealing bookkeeping
 /// (docs/performance.md has the measurement). Blocking work (reloads) still
-/// goes to the blocking pool.
+/// goes to the blocking pool. The demo (`workers = 0`) uses a multi-thread
+/// runtime.
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -296,6 +296,53 @@ fn run_serves_until_sigterm_then_exits_zero() {
 }
 
 #[test]
+fn workers_serve_connections_on_threads_of_their_own() {
+    use std::io::{Read, Write};
+    let backend_addr = named_endpoint("ok");
+    let (_dir, path) = write_config(&format!(
+        "[server]\nworkers = 3\n[admin]\nbind = \"\"\n[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{{ address = \"{backend_addr}\" }}]\n"
+    ));
+    let (mut child, addr) = start(&path);
+    // A thread names itself once it runs: wait for all three, within a bound.
+    let workers = || {
+        std::fs::read_dir(format!("/proc/{}/task", child.0.id()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("fulcrum-worker"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while workers() != 3 {
+        assert!(Instant::now() < deadline, "{} worker threads", workers());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Connections go to the workers in turn; each serves its requests over
+    // keep-alive, and the endpoint pools work from every thread.
+    let mut clients: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    for round in 0..3 {
+        for (i, s) in clients.iter_mut().enumerate() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(s, "GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"ok")) {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "connection {i} closed in round {round}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(
+                got.starts_with(b"HTTP/1.1 200"),
+                "connection {i} round {round}"
+            );
+        }
+    }
+    child.signal("TERM");
+    assert_eq!(child.wait_exit(Duration::from_secs(10)), 0);
+}
+
+#[test]
 fn a_signal_as_soon_as_listening_is_logged_is_a_graceful_exit() {
     // The listeners accept before `serve` finishes its setup; the handlers
     // must already be there (they once were installed only at its end).

@@ -49,14 +49,17 @@ pub enum UpstreamClient {
     Http2(Box<Client<HttpConnector, RequestBody>>),
 }
 
-/// Idle HTTP/1.1 connections to one endpoint, newest last.
+/// Idle HTTP/1.1 connections to one endpoint, newest last; one list per
+/// worker thread (`workers.rs`), so that a request uses a connection served
+/// by its own thread.
 #[derive(Debug)]
 pub struct Pool {
     address: String,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// Per worker: `pool_max_idle` shared out between the workers.
     max_idle: usize,
-    idle: Mutex<Vec<Idle>>,
+    idle: Box<[Mutex<Vec<Idle>>]>,
     /// Whether a task is closing connections idle past `idle_timeout`.
     sweeping: AtomicBool,
 }
@@ -114,12 +117,13 @@ pub fn build(config: &UpstreamConfig, address: &str) -> UpstreamClient {
             .http2_only(true);
         return UpstreamClient::Http2(Box::new(builder.build(connector)));
     }
+    let workers = crate::workers::count();
     UpstreamClient::Http1(Arc::new(Pool {
         address: address.to_owned(),
         connect_timeout: config.connect_timeout,
         idle_timeout: config.pool_idle_timeout,
-        max_idle: config.pool_max_idle,
-        idle: Mutex::new(Vec::new()),
+        max_idle: config.pool_max_idle.div_ceil(workers),
+        idle: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
         sweeping: AtomicBool::new(false),
     }))
 }
@@ -252,9 +256,14 @@ impl Pool {
         Ok(sender)
     }
 
+    /// This worker's idle list.
     fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
+        Self::lock_list(&self.idle[crate::workers::current() % self.idle.len()])
+    }
+
+    fn lock_list(list: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
         // The list stays valid whatever a panicking holder did.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        list.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -285,10 +294,14 @@ async fn sweep(pool: Weak<Pool>, idle_timeout: Duration) {
     loop {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { return };
-        let mut idle = pool.lock();
-        idle.retain(|c| !c.conn.sender.is_closed() && c.since.elapsed() < idle_timeout);
-        if idle.is_empty() {
-            // Under the lock: a check-in after this sees `false` and starts
+        let mut lists: Vec<_> = pool.idle.iter().map(Pool::lock_list).collect();
+        let mut left = 0;
+        for idle in &mut lists {
+            idle.retain(|c| !c.conn.sender.is_closed() && c.since.elapsed() < idle_timeout);
+            left += idle.len();
+        }
+        if left == 0 {
+            // Under the locks: a check-in after this sees `false` and starts
             // a new sweep.
             pool.sweeping.store(false, Ordering::Release);
             return;
