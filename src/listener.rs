@@ -362,16 +362,14 @@ impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
 /// The client's side of an upgraded HTTP/1 connection (WebSocket and the
 /// like), handed to the proxy once the 101 response is written.
 pub struct Upgraded {
+    /// The socket wrapper, which first replays what the client sent after
+    /// its request (already read by hyper).
     io: Box<dyn UpgradedIo>,
-    /// What the client sent after its request, already read.
-    read_buf: Bytes,
 }
 
 impl std::fmt::Debug for Upgraded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upgraded")
-            .field("read_ahead", &self.read_buf.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Upgraded").finish_non_exhaustive()
     }
 }
 
@@ -495,16 +493,10 @@ fn serve_connection<S: Transport>(
     }
 }
 
-impl<S, Svc> Connection<S, Svc>
-where
-    S: Transport,
-    Svc: HttpService<Incoming>,
-{
-    /// Beyond this hyper answers 431 by itself; below it, proxy.rs answers
-    /// at exactly max_header_bytes with a plain-text reason.
-    fn hard_limit(held: &Held) -> usize {
-        held.max_header_bytes.saturating_mul(2).saturating_add(8192)
-    }
+/// Beyond this hyper answers 431 by itself; below it, proxy.rs answers at
+/// exactly max_header_bytes with a plain-text reason.
+fn hard_limit(max_header_bytes: usize) -> usize {
+    max_header_bytes.saturating_mul(2).saturating_add(8192)
 }
 
 /// hyper's HTTP/1 connection over `io`.
@@ -583,7 +575,7 @@ where
 {
     /// Polls until the connection ends or nothing can progress.
     fn poll_turns(&mut self, task: &mut Context<'_>) -> Poll<End> {
-        let hard_limit = Connection::<S, Svc>::hard_limit(self.held);
+        let hard_limit = hard_limit(self.held.max_header_bytes);
         'poll: loop {
             // The connection first, so a read that starts a request head
             // re-arms the timer in the same pass.
@@ -600,9 +592,9 @@ where
                             let parts = Pin::into_inner(conn).into_parts();
                             let mut tracked: Tracked<S> = parts.io.into_inner();
                             tracked.passthrough = true;
+                            tracked.replay = parts.read_buf;
                             let upgraded = Upgraded {
                                 io: Box::new(tracked),
-                                read_buf: parts.read_buf,
                             };
                             let _ = to.send(upgraded);
                             return Poll::Ready(End::Upgraded);
@@ -1201,13 +1193,7 @@ impl AsyncRead for Upgraded {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.read_buf.is_empty() {
-            let n = buf.remaining().min(this.read_buf.len());
-            buf.put_slice(&this.read_buf.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
