@@ -679,16 +679,18 @@ where
 
             let deadlines = self.held.deadlines;
             let parkable = self.h1.is_some() && !*self.draining;
-            if self.activity.rearm.swap(false, Ordering::AcqRel)
-                && let Step::Wait(deadline) = self.activity.step(&deadlines, parkable)
-            {
-                // Also wakes the connection PARK_AFTER from now, to park it
-                // if its request has ended by then. A later deadline than
-                // the last only updates the timer entry, so a busy
-                // connection pays nothing for this.
-                self.timer
-                    .as_mut()
-                    .reset(deadline.min(Instant::now() + PARK_AFTER));
+            if self.activity.rearm.swap(false, Ordering::AcqRel) {
+                // Re-armed by a read just made: its time stands for now (no
+                // clock read per request; a deadline computed from a
+                // moment ago only errs late, and the timer checks again).
+                let now = self.activity.last_read();
+                if let Step::Wait(deadline) = self.activity.step_at(now, &deadlines, parkable) {
+                    // Also wakes the connection PARK_AFTER from now, to park
+                    // it if its request has ended by then. A later deadline
+                    // than the last only updates the timer entry, so a busy
+                    // connection pays nothing for this.
+                    self.timer.as_mut().reset(deadline.min(now + PARK_AFTER));
+                }
             }
             while self.timer.as_mut().poll(task).is_ready() {
                 match self.activity.step(&deadlines, parkable) {
@@ -826,10 +828,21 @@ impl Activity {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// When the last byte was read or written, or an idle or head-reading
+    /// phase began, whichever is later.
+    fn last_read(&self) -> Instant {
+        let last_io = self.last_io_ms.load(Ordering::Relaxed);
+        let since = self.since_ms.load(Ordering::Acquire);
+        self.epoch + Duration::from_millis(last_io.max(since))
+    }
+
     /// What the connection timer should do now; `parkable`: an HTTP/1
     /// connection served by hyper.
     fn step(&self, limits: &Deadlines, parkable: bool) -> Step {
-        let now = Instant::now();
+        self.step_at(Instant::now(), limits, parkable)
+    }
+
+    fn step_at(&self, now: Instant, limits: &Deadlines, parkable: bool) -> Step {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             let last_io =
                 self.epoch + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
@@ -866,9 +879,8 @@ impl Activity {
 
 impl RequestGuard {
     fn start(activity: &Arc<Activity>, http2: bool) -> Self {
-        activity
-            .last_io_ms
-            .store(activity.now_ms(), Ordering::Relaxed);
+        // No clock read: `last_io_ms` was set by the read that brought this
+        // head (or, pipelined, the one before it: no byte has come since).
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.reading_head.store(false, Ordering::Release);
         // The timer may be set for the header deadline; with a request in
@@ -897,9 +909,10 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let activity = &self.0;
         if activity.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            activity
-                .since_ms
-                .store(activity.now_ms(), Ordering::Release);
+            // Idle from the last write, which hyper made just before it let
+            // go of the body (no clock read per request).
+            let last_io = activity.last_io_ms.load(Ordering::Relaxed);
+            activity.since_ms.store(last_io, Ordering::Release);
         }
     }
 }
