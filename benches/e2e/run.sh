@@ -54,6 +54,9 @@ pids_of() { # the proxy's processes and their children (nginx: master + worker)
 cpu_ticks() { # utime+stime of the given pids, in clock ticks
   local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t
 }
+user_ticks() { # utime alone
+  local t=0; for p in "$@"; do t=$((t + $(awk '{print $14}' "/proc/$p/stat"))); done; echo $t
+}
 hwm_kib() { local m=0; for p in "$@"; do v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status"); m=$((m + v)); done; echo $m; }
 rss_kib() { local m=0; for p in "$@"; do v=$(awk '/VmRSS/ {print $2}' "/proc/$p/status"); m=$((m + v)); done; echo $m; }
 tck=$(getconf CLK_TCK)
@@ -73,9 +76,9 @@ for round in $(seq "$ROUNDS"); do
       set -- $s; path=$1; conns=$2
       url="http://127.0.0.1:${port[$c]}/$path"
       taskset -c "$load_cpus" wrk -t"$WORKERS" -c"$conns" -d2s "$url" >/dev/null 2>&1 || true  # warm-up
-      before=$(cpu_ticks $pids)
+      before=$(cpu_ticks $pids); before_user=$(user_ticks $pids)
       out=$(taskset -c "$load_cpus" wrk -t"$WORKERS" -c"$conns" -d"${DURATION}s" --latency "$url")
-      after=$(cpu_ticks $pids)
+      after=$(cpu_ticks $pids); after_user=$(user_ticks $pids)
       reqs=$(echo "$out" | awk '/requests in/ {print $1}')
       rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
       to_ms='{ v=$2; if (v ~ /us$/) { sub(/us$/, "", v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v*=1000 }; printf "%.2f", v }'
@@ -83,7 +86,8 @@ for round in $(seq "$ROUNDS"); do
       p99=$(echo "$out" | awk '$1=="99%"' | awk "$to_ms")
       errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
       us=$(awk -v t=$((after - before)) -v r="$reqs" -v k="$tck" 'BEGIN { if (r > 0) printf "%.1f", t * 1000000 / k / r; else print "n/a" }')
-      results["$c|$s|$round"]="$rps $p50 $p99 $us $(hwm_kib $pids) $errors"
+      user=$(awk -v t=$((after_user - before_user)) -v r="$reqs" -v k="$tck" 'BEGIN { if (r > 0) printf "%.1f", t * 1000000 / k / r; else print "n/a" }')
+      results["$c|$s|$round"]="$rps $p50 $p99 $us $(hwm_kib $pids) $user $errors"
     done
     if [ "$c" != direct ]; then kill $pids 2>/dev/null || true; sleep 0.5; fi
   done
@@ -98,15 +102,15 @@ for s in "${scenarios[@]}"; do
   echo
   echo "### ${1/small/12 B} body, $2 connections"
   echo
-  echo "| contender | req/s | p50 | p99 | CPU µs/request | each round | peak RSS (KiB) |"
-  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  echo "| contender | req/s | p50 | p99 | CPU µs/request | of it user | each round | peak RSS (KiB) |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
   for c in "${contenders[@]}"; do
     col() { for r in $(seq "$ROUNDS"); do echo "${results[$c|$s|$r]}" | awk -v i="$1" '{print $i}'; done; }
     rps=$(col 1 | median); us=$(col 4 | median)
-    p50=$(col 2 | median); p99=$(col 3 | median); rss=$(col 5 | median)
+    p50=$(col 2 | median); p99=$(col 3 | median); rss=$(col 5 | median); user=$(col 6 | median)
     rounds=$(col 4 | paste -sd/ -)
-    [ "$c" = direct ] && { us="-"; rss="-"; rounds="-"; }
-    echo "| $c | $rps | ${p50} ms | ${p99} ms | $us | $rounds | $rss |"
+    [ "$c" = direct ] && { us="-"; rss="-"; rounds="-"; user="-"; }
+    echo "| $c | $rps | ${p50} ms | ${p99} ms | $us | $user | $rounds | $rss |"
   done
 done
 
