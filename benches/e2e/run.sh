@@ -27,10 +27,14 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 chmod 755 "$work"   # nginx workers run unprivileged
 head -c 4096 /dev/urandom > "$work/4k.bin" && chmod 644 "$work/4k.bin"
 sed "s|__DIR__|$work|" "$here/nginx-backend.conf" > "$work/nginx-backend.conf"
-cp "$here/nginx-proxy.conf" "$here/haproxy.cfg" "$here/fulcrum.toml" "$work/"
+cp "$here/nginx-proxy.conf" "$here/haproxy.cfg" "$work/"
+# fulcrum watches its config's directory; the endpoint opens 4k.bin in
+# $work on every request, and each open would wake the watcher's thread
+# (which preempts the pinned worker). Its own directory, as in production.
+mkdir -p "$work/fulcrum" && cp "$here/fulcrum.toml" "$work/fulcrum/"
 sed -i "s/^worker_processes 1;/worker_processes $WORKERS;/" "$work/nginx-proxy.conf"
 sed -i "s/^    nbthread 1/    nbthread $WORKERS/" "$work/haproxy.cfg"
-sed -i "s/^workers = 1/workers = $WORKERS/" "$work/fulcrum.toml"
+sed -i "s/^workers = 1/workers = $WORKERS/" "$work/fulcrum/fulcrum.toml"
 (cd "$root" && cargo build --release --bin fulcrum -q)
 
 taskset -c "$load_cpus" nginx -p "$work" -c "$work/nginx-backend.conf" 2>"$work/backend.log" & sleep 0.5
@@ -39,7 +43,7 @@ declare -A start_cmd
 start_cmd[direct]=""
 start_cmd[nginx]="nginx -p $work -c $work/nginx-proxy.conf"
 start_cmd[haproxy]="haproxy -f $work/haproxy.cfg"
-start_cmd[fulcrum]="$root/target/release/fulcrum -c $work/fulcrum.toml"
+start_cmd[fulcrum]="$root/target/release/fulcrum -c $work/fulcrum/fulcrum.toml"
 declare -A port=([direct]=18080 [nginx]=18081 [haproxy]=18082 [fulcrum]=18083)
 contenders=(direct)
 for c in nginx haproxy fulcrum; do
