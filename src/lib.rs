@@ -164,7 +164,8 @@ impl Fulcrum {
             let reload: admin::ReloadFn = Arc::new(move || r.reload());
             tokio::spawn(admin.serve(Arc::clone(&self.shared), Some(reload), admin_stop.clone()));
         }
-        let watcher = if self.watch {
+        // Kept to the end of `serve`: dropping it ends the watch.
+        let _watcher = if self.watch {
             match reload::watch(
                 Arc::clone(&reloader),
                 self.config.path.clone(),
@@ -223,7 +224,6 @@ impl Fulcrum {
             tracing::info!("drained");
         }
         admin_stop.cancel();
-        drop(watcher);
         if let Ok(mut health) = self.shared.health.lock() {
             health.stop();
         }

@@ -265,28 +265,84 @@ pub struct Startup {
     pub workers: usize,
 }
 
-/// Watches the config file's directory (so editors' rename-into-place and
-/// Kubernetes' `..data` symlink swaps are seen) and reloads, debounced, when
-/// the file's content changed. The returned watcher must be kept.
+/// Keeps the config directory watched; dropping it ends the watch (the
+/// task reading Linux's events ends with `stop`).
+pub struct Watcher {
+    #[cfg(not(target_os = "linux"))]
+    _notify: notify::RecommendedWatcher,
+}
+
+/// Watches the config file's directory (so that a rename into place or a
+/// symlink swap is seen) and reloads, debounced, when it changes.
+///
+/// On Linux, inotify with a mask of writes, renames, creations and
+/// deletions only: notify's mask includes IN_OPEN, so every open of any file
+/// next to the config (another server's file sent on every request, a log)
+/// woke the watcher's thread, which then competed with the workers
+/// (docs/performance.md measured one wake-up per two requests).
 pub fn watch(
     reloader: Arc<Reloader>,
     path: PathBuf,
     stop: CancellationToken,
-) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::Watcher as _;
+) -> std::io::Result<Watcher> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && !event.kind.is_access()
-        {
-            let _ = tx.try_send(());
-        }
-    })?;
-    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    #[cfg(target_os = "linux")]
+    let watcher = {
+        use futures_util::StreamExt as _;
+        use inotify::{Inotify, WatchMask};
+        let inotify = Inotify::init()?;
+        inotify.watches().add(
+            &dir,
+            WatchMask::MODIFY
+                | WatchMask::CLOSE_WRITE
+                | WatchMask::ATTRIB
+                | WatchMask::CREATE
+                | WatchMask::DELETE
+                | WatchMask::MOVED_FROM
+                | WatchMask::MOVED_TO
+                | WatchMask::DELETE_SELF
+                | WatchMask::MOVE_SELF,
+        )?;
+        let mut events = inotify.into_event_stream([0u8; 4096])?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = events.next() => match event {
+                        Some(Ok(_)) => { let _ = tx.try_send(()); }
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "config watch failed; reload with SIGHUP or POST /reload");
+                            return;
+                        }
+                        None => return,
+                    },
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+        Watcher {}
+    };
+    #[cfg(not(target_os = "linux"))]
+    let watcher = {
+        use notify::Watcher as _;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && !event.kind.is_access()
+                {
+                    let _ = tx.try_send(());
+                }
+            })
+            .map_err(std::io::Error::other)?;
+        watcher
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(std::io::Error::other)?;
+        Watcher { _notify: watcher }
+    };
     tokio::spawn(async move {
         loop {
             tokio::select! {
