@@ -499,6 +499,17 @@ fn hard_limit(max_header_bytes: usize) -> usize {
     max_header_bytes.saturating_mul(2).saturating_add(8192)
 }
 
+/// The socket of a finished hyper HTTP/1 connection (not shut down: an
+/// upgrade, or a park) and the bytes hyper had read ahead.
+fn take_socket<S, Svc>(h1: &mut Option<Pin<Box<H1<S, Svc>>>>) -> Option<(Tracked<S>, Bytes)>
+where
+    S: Transport,
+    Svc: HttpService<Incoming, ResBody = proxy::ResponseBody>,
+{
+    let parts = Pin::into_inner(h1.take()?).into_parts();
+    Some((parts.io.into_inner(), parts.read_buf))
+}
+
 /// hyper's HTTP/1 connection over `io`.
 fn http1_connection<S, Svc>(
     io: Tracked<S>,
@@ -587,12 +598,10 @@ where
                         // connection was upgraded: then it is handed over.
                         let upgrade = self.activity.upgrade.lock().ok().and_then(|mut u| u.take());
                         if let Some(to) = upgrade.filter(|to| !to.is_closed())
-                            && let Some(conn) = self.h1.take()
+                            && let Some((mut tracked, read_ahead)) = take_socket(self.h1)
                         {
-                            let parts = Pin::into_inner(conn).into_parts();
-                            let mut tracked: Tracked<S> = parts.io.into_inner();
                             tracked.passthrough = true;
-                            tracked.replay = parts.read_buf;
+                            tracked.replay = read_ahead;
                             let upgraded = Upgraded {
                                 io: Box::new(tracked),
                             };
@@ -616,10 +625,8 @@ where
                         match polled {
                             Poll::Ready(Err(error)) => return Poll::Ready(End::Error(error)),
                             Poll::Ready(Ok(())) => {
-                                if let Some(conn) = self.h1.take() {
-                                    let parts = Pin::into_inner(conn).into_parts();
-                                    let mut tracked: Tracked<S> = parts.io.into_inner();
-                                    tracked.park(&parts.read_buf);
+                                if let Some((mut tracked, read_ahead)) = take_socket(self.h1) {
+                                    tracked.park(&read_ahead);
                                     *self.io = Some(tracked);
                                     self.held.open.parked(true);
                                 }
