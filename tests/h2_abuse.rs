@@ -14,25 +14,10 @@ use std::time::Duration;
 use support::h2raw::*;
 use support::*;
 
-async fn setup(server: &str) -> (Backend, Proxy, SocketAddr) {
-    let b = Backend::spawn("b").await;
-    let config =
-        config_for(&[b.addr], server, "").replacen("bind = \"\"", "bind = \"127.0.0.1:0\"", 1);
-    let proxy = Proxy::start(&config).await;
-    let admin = proxy.admin.expect("admin enabled");
-    (b, proxy, admin)
-}
-
 /// `fulcrum_downstream_h2_refused_total` for `cause`.
 async fn refused(admin: SocketAddr, cause: &str) -> u64 {
-    let (_, _, text) = get(&client(), &format!("http://{admin}/metrics")).await;
-    text.lines()
-        .filter(|l| {
-            l.starts_with("fulcrum_downstream_h2_refused_total{")
-                && l.contains(&format!("cause=\"{cause}\""))
-        })
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
-        .sum()
+    let labels = format!("cause=\"{cause}\"");
+    metric(admin, "fulcrum_downstream_h2_refused_total", &labels).await as u64
 }
 
 /// Requests for `path` that reached the endpoint.
@@ -112,7 +97,7 @@ async fn write_pairs(h2: &mut RawH2, pairs: u32, batch: u32) -> u32 {
 
 #[tokio::test]
 async fn rapid_reset_is_cut_off_and_spares_the_endpoint() {
-    let (b, proxy, admin) = setup("").await;
+    let (b, proxy, admin) = proxy_with_admin("").await;
     let victim = Victim::start(proxy.url("/"));
     let mut h2 = RawH2::connect(proxy.addr(), &[], true).await;
     rapid_reset(&mut h2, 10_000, 100).await;
@@ -137,7 +122,7 @@ async fn rapid_reset_is_cut_off_and_spares_the_endpoint() {
 
 #[tokio::test]
 async fn rapid_reset_spread_over_reads_is_refused_by_the_frame_watch() {
-    let (b, proxy, admin) = setup("").await;
+    let (b, proxy, admin) = proxy_with_admin("").await;
     let mut h2 = RawH2::connect(proxy.addr(), &[], true).await;
     // One pair per write: h2 may accept each stream before its reset, so
     // its own limit (resets of streams not yet accepted) does not see them.
@@ -157,7 +142,7 @@ async fn server_provoked_resets_end_in_goaway() {
     // once.)
     let mut block = get_block("/");
     block.extend_from_slice(&[0x0f, 28 - 15, 1, b'1']);
-    let (_b, proxy, _admin) = setup("").await;
+    let (_b, proxy, _admin) = proxy_with_admin("").await;
     let mut h2 = RawH2::connect(proxy.addr(), &[], true).await;
     let mut sent = 0u32;
     let open = |h2: &RawH2| {
@@ -191,7 +176,7 @@ async fn server_provoked_resets_end_in_goaway() {
 
 #[tokio::test]
 async fn continuation_floods_are_cut_off() {
-    let (b, proxy, admin) = setup("").await;
+    let (b, proxy, admin) = proxy_with_admin("").await;
 
     // A header block that never ends, 16 KiB a frame: refused past
     // max_header_bytes (64 KiB) of block.
@@ -233,7 +218,7 @@ async fn continuation_floods_are_cut_off() {
 
 #[tokio::test]
 async fn streams_past_the_advertised_limit_are_refused() {
-    let (b, proxy, _admin) = setup("").await;
+    let (b, proxy, _admin) = proxy_with_admin("").await;
     let mut h2 = RawH2::connect(proxy.addr(), &[], true).await;
     let limit = h2
         .seen()
@@ -272,7 +257,7 @@ async fn streams_past_the_advertised_limit_are_refused() {
 
 #[tokio::test]
 async fn ping_and_settings_floods_are_bounded() {
-    let (_b, proxy, admin) = setup("").await;
+    let (_b, proxy, admin) = proxy_with_admin("").await;
     let victim = Victim::start(proxy.url("/"));
     for (kind, payload) in [(PING, &[7u8; 8][..]), (SETTINGS, &[][..])] {
         let mut h2 = RawH2::connect(proxy.addr(), &[], true).await;
@@ -313,7 +298,7 @@ async fn ping_and_settings_floods_are_bounded() {
 
 #[tokio::test]
 async fn a_window_that_never_opens_is_cut_by_the_idle_timeout() {
-    let (_b, proxy, admin) = setup("idle_timeout = \"1s\"").await;
+    let (_b, proxy, admin) = proxy_with_admin("idle_timeout = \"1s\"").await;
     // A client that grants no flow-control window, then goes quiet.
     let mut h2 = RawH2::connect(proxy.addr(), &[(SETTINGS_INITIAL_WINDOW_SIZE, 0)], true).await;
     h2.send(&request(1, "/big/1000000", true)).await.unwrap();

@@ -175,15 +175,7 @@ async fn an_idle_tls_connection_parks_and_resumes() {
     );
     let proxy = Proxy::start(&config).await;
     let admin = proxy.admin.expect("admin enabled");
-    let parks = || async move {
-        let (_, _, text) = get(&client(), &format!("http://{admin}/metrics")).await;
-        text.lines()
-            .find(|l| l.starts_with("fulcrum_downstream_parks_total{"))
-            .map_or(0.0, |l| {
-                l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
-            })
-    };
-
+    let parks = || metric(admin, "fulcrum_downstream_parks_total", "");
     let tls = connect(proxy.addr(), &certs.roots, "a.test", &[b"http/1.1"])
         .await
         .unwrap();

@@ -479,6 +479,28 @@ pub async fn read_head(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
+/// One backend `a` and fulcrum over it with `server` in [server] and the
+/// admin API on; returns the admin address too.
+pub async fn proxy_with_admin(server: &str) -> (Backend, Proxy, SocketAddr) {
+    let b = Backend::spawn("a").await;
+    let config =
+        config_for(&[b.addr], server, "").replacen("bind = \"\"", "bind = \"127.0.0.1:0\"", 1);
+    let proxy = Proxy::start(&config).await;
+    let admin = proxy.admin.expect("admin enabled");
+    (b, proxy, admin)
+}
+
+/// The sum of the series of metric `name` whose line contains `labels`
+/// (`""`: all of them), scraped from the admin API at `admin`.
+pub async fn metric(admin: SocketAddr, name: &str, labels: &str) -> f64 {
+    let (_, _, text) = get(&client(), &format!("http://{admin}/metrics")).await;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(labels))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
 /// A config over raw endpoint addresses, with `extra` in the upstream table
 /// and `server` in the [server] table.
 pub fn config_for(addrs: &[SocketAddr], server: &str, upstream_extra: &str) -> String {
