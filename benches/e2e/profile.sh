@@ -6,6 +6,7 @@
 # and the top functions by inclusive and self cost.
 #
 #   benches/e2e/profile.sh                 # N=20000 CONNS=50 PATH_=/small
+#   CALIBRATE=1 benches/e2e/profile.sh     # the same for examples/minimal_proxy.rs
 #   apt-get install nginx nghttp2-client valgrind
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -20,17 +21,24 @@ chmod 755 "$work"
 head -c 4096 /dev/urandom > "$work/4k.bin" && chmod 644 "$work/4k.bin"
 sed "s|__DIR__|$work|" "$here/nginx-backend.conf" > "$work/nginx-backend.conf"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$root" && cargo build --release --bin fulcrum -q)
+port=18083
+cmd=("$BIN" -c "$here/fulcrum.toml")
+if [ -n "${CALIBRATE:-}" ]; then
+  (cd "$root" && cargo build --release --example minimal_proxy -q)
+  port=18084
+  cmd=("$root/target/release/examples/minimal_proxy" 127.0.0.1:18084 127.0.0.1:18080)
+fi
 nginx -p "$work" -c "$work/nginx-backend.conf" 2>"$work/backend.log" &
 FULCRUM_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
-  "$BIN" -c "$here/fulcrum.toml" 2>"$work/valgrind.log" &
+  "${cmd[@]}" 2>"$work/valgrind.log" &
 vg=$!
 for _ in $(seq 1 200); do
-  curl -s -o /dev/null "http://127.0.0.1:18083$PATH_" && break
+  curl -s -o /dev/null "http://127.0.0.1:$port$PATH_" && break
   sleep 0.1
 done
-h2load --h1 -n 2000 -c "$CONNS" "http://127.0.0.1:18083$PATH_" >/dev/null
+h2load --h1 -n 2000 -c "$CONNS" "http://127.0.0.1:$port$PATH_" >/dev/null
 callgrind_control --zero "$vg" >/dev/null
-h2load --h1 -n "$N" -c "$CONNS" "http://127.0.0.1:18083$PATH_" | grep -E "^requests:"
+h2load --h1 -n "$N" -c "$CONNS" "http://127.0.0.1:$port$PATH_" | grep -E "^requests:"
 callgrind_control --dump "$vg" >/dev/null
 kill "$vg"; wait "$vg" 2>/dev/null || true
 dump=$(ls "$work"/cg.out.* | sort -t. -k3 -n | head -1)

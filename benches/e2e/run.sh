@@ -44,9 +44,17 @@ start_cmd[direct]=""
 start_cmd[nginx]="nginx -p $work -c $work/nginx-proxy.conf"
 start_cmd[haproxy]="haproxy -f $work/haproxy.cfg"
 start_cmd[fulcrum]="$root/target/release/fulcrum -c $work/fulcrum/fulcrum.toml"
-declare -A port=([direct]=18080 [nginx]=18081 [haproxy]=18082 [fulcrum]=18083)
+declare -A port=([direct]=18080 [nginx]=18081 [haproxy]=18082 [fulcrum]=18083 [hyper]=18084)
+peers=(nginx haproxy fulcrum)
+# CALIBRATE=1: also the floor of the stack, examples/minimal_proxy.rs (hyper
+# both sides, no routing, no metrics, no limits).
+if [ -n "${CALIBRATE:-}" ]; then
+  (cd "$root" && cargo build --release --example minimal_proxy -q)
+  start_cmd[hyper]="$root/target/release/examples/minimal_proxy 127.0.0.1:18084 127.0.0.1:18080"
+  peers+=(hyper)
+fi
 contenders=(direct)
-for c in nginx haproxy fulcrum; do
+for c in "${peers[@]}"; do
   bin=${start_cmd[$c]%% *}
   if command -v "$bin" >/dev/null 2>&1 || [ -x "$bin" ]; then contenders+=("$c"); else echo "skipping $c: not installed"; fi
 done
