@@ -15,6 +15,8 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::access_log::Entry;
@@ -23,7 +25,7 @@ use crate::error::{ProxyError, find_source};
 use crate::headers;
 use crate::listener::RequestGuard;
 use crate::state::{Shared, Snapshot};
-use crate::upstream::client::{self, Lease};
+use crate::upstream::client::{self, BoxError, UpstreamBody};
 use crate::upstream::{InFlight, Upstream, health};
 
 /// What the request path needs to know of the downstream connection.
@@ -66,6 +68,8 @@ pub enum BodyError {
     Timeout,
     #[error("reading the request body failed: {0}")]
     Client(#[source] hyper::Error),
+    #[error("request body does not match its Content-Length")]
+    Length,
 }
 
 /// The body sent to the client: an endpoint's response streamed through, or
@@ -80,11 +84,11 @@ pub struct ResponseBody {
 
 #[derive(Debug)]
 enum Kind {
+    /// The endpoint's body; for HTTP/1.1 it holds the connection, which goes
+    /// back to the pool once the body has ended and closes if the body ends
+    /// any other way.
     Upstream {
-        inner: Incoming,
-        /// Back to the pool once `inner` has ended; dropped (closing the
-        /// connection) if the body ends any other way.
-        lease: Option<Lease>,
+        inner: UpstreamBody,
         _in_flight: InFlight,
     },
     Full(Option<Bytes>),
@@ -372,7 +376,7 @@ async fn forward(
             .request(request, upstream.response_timeout)
             .await;
         let failure = match outcome {
-            Ok((mut response, lease)) => {
+            Ok(response) => {
                 let answered = std::time::Instant::now();
                 let latency = answered - sent;
                 endpoint.state.observe_latency(sent, answered);
@@ -408,12 +412,15 @@ async fn forward(
                 if status == StatusCode::SWITCHING_PROTOCOLS
                     && let Some(downstream_upgrade) = downstream_upgrade
                 {
-                    let upstream_upgrade = hyper::upgrade::on(&mut response);
-                    tokio::spawn(splice(downstream_upgrade, upstream_upgrade));
-                    // The connection now belongs to the upgrade.
-                    return Ok(respond(response, in_flight, None, true));
+                    // The endpoint connection now belongs to the upgrade.
+                    let (head, body) = response.into_parts();
+                    if let Some(upstream_upgrade) = body.into_upgraded() {
+                        tokio::spawn(splice(downstream_upgrade, upstream_upgrade));
+                    }
+                    let response = Response::from_parts(head, UpstreamBody::Empty);
+                    return Ok(respond(response, in_flight, true));
                 }
-                return Ok(respond(response, in_flight, lease, false));
+                return Ok(respond(response, in_flight, false));
             }
             Err(client::Error::Timeout) => Failure::Retryable(
                 ProxyError::ResponseTimeout {
@@ -480,11 +487,11 @@ fn recover_body(body: &mut Option<Incoming>, slot: &Option<Arc<Mutex<Option<Inco
 fn classify(error: client::Error, upstream: &Upstream, endpoint: &Arc<str>) -> Failure {
     let upstream_name = upstream.name.clone();
     let endpoint = endpoint.clone();
-    if let Some(body) = find_source::<BodyError>(&error) {
+    if let Some(body) = error.body() {
         return Failure::Final(match body {
             BodyError::TooLarge => ProxyError::BodyTooLarge,
             BodyError::Timeout => ProxyError::BodyTimeout,
-            BodyError::Client(_) => ProxyError::ClientBodyAborted,
+            BodyError::Client(_) | BodyError::Length => ProxyError::ClientBodyAborted,
         });
     }
     if error.is_connect() {
@@ -505,10 +512,7 @@ fn classify(error: client::Error, upstream: &Upstream, endpoint: &Arc<str>) -> F
         };
         return Failure::Retryable(e, RetryCause::Connect);
     }
-    if error
-        .http()
-        .is_some_and(|e| e.is_parse() || e.is_parse_status() || e.is_parse_too_large())
-    {
+    if error.is_invalid_response() {
         return Failure::Retryable(
             ProxyError::InvalidResponse {
                 upstream: upstream_name,
@@ -538,26 +542,17 @@ fn upstream_uri(authority: &http::uri::Authority, path: PathAndQuery) -> Uri {
 
 /// The endpoint's response on its way to the client, hop-by-hop headers gone.
 fn respond(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     in_flight: InFlight,
-    mut lease: Option<Lease>,
     upgraded: bool,
 ) -> Response<ResponseBody> {
     let (mut parts, inner) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgraded);
-    // A response without a body may never be polled: its connection is
-    // free now.
-    if inner.is_end_stream()
-        && let Some(lease) = lease.take()
-    {
-        lease.release();
-    }
     Response::from_parts(
         parts,
         ResponseBody {
             kind: Kind::Upstream {
                 inner,
-                lease,
                 _in_flight: in_flight,
             },
             bytes: 0,
@@ -567,21 +562,19 @@ fn respond(
     )
 }
 
-/// Copies bytes both ways between an upgraded client and endpoint connection.
-async fn splice(downstream: crate::listener::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (mut client, server) = match tokio::join!(downstream, upstream) {
-        (Ok(client), Ok(server)) => (client, server),
-        (Err(_), _) => {
-            tracing::debug!("upgrade failed: the client connection ended first");
-            return;
-        }
-        (_, Err(error)) => {
-            tracing::debug!(%error, "upgrade failed");
-            return;
-        }
+/// Copies bytes both ways between an upgraded client and endpoint
+/// connection, starting with what the endpoint sent after its 101.
+async fn splice(downstream: crate::listener::OnUpgrade, upstream: (TcpStream, Bytes)) {
+    let Ok(mut client) = downstream.await else {
+        tracing::debug!("upgrade failed: the client connection ended first");
+        return;
     };
-    let mut server = hyper_util::rt::TokioIo::new(server);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+    let (mut server, early) = upstream;
+    let result = async {
+        client.write_all(&early).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut server).await
+    };
+    if let Err(error) = result.await {
         tracing::debug!(%error, "upgraded connection ended");
     }
 }
@@ -623,26 +616,15 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let frame = match &mut this.kind {
-            Kind::Upstream { inner, lease, .. } => {
-                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
-                let ended = match &frame {
-                    None => true,
-                    Some(Ok(_)) => inner.is_end_stream(),
-                    Some(Err(_)) => false,
-                };
-                if ended && let Some(lease) = lease.take() {
-                    lease.release();
-                }
-                frame
-            }
+            Kind::Upstream { inner, .. } => ready!(Pin::new(&mut *inner).poll_frame(cx)),
             Kind::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
         };
         if let Some(Ok(f)) = &frame

@@ -1,18 +1,22 @@
 //! The connection pool to one endpoint.
 //!
-//! HTTP/1.1 (the default): fulcrum's own last-in-first-out pool of hyper's
-//! `client::conn::http1` connections. A connection is lent to one request
-//! as a [`Lease`] and goes back to the pool when the response body has been
-//! read to its end (at once for a response without a body); a lease dropped
-//! before that (client gone, body error, upgrade) closes its connection,
-//! since the connection may hold the rest of a response. Newest first: the
-//! connection used last is the one most likely still open and warm.
+//! HTTP/1.1 (the default): fulcrum's own last-in-first-out pool of
+//! connections, each driven by the request that holds it (`h1.rs`). A
+//! connection is lent to one request as a [`Lease`] and goes back to the
+//! pool when the response body has been read to its end (at once for a
+//! response without a body); a lease dropped before that (client gone, body
+//! error, upgrade) closes its connection, since the connection may hold the
+//! rest of a response. Newest first: the connection used last is the one
+//! most likely still open and warm.
 //!
 //! Why not hyper-util's legacy `Client`: in front of one endpoint it has
 //! nothing to choose between, yet callgrind counted about 6,400 instructions
 //! per proxied request (13% of the proxy's) in it: SipHash of a pool key and
 //! authority comparisons on every checkout, and 32 moves of the request and
-//! its boxed future (docs/performance.md).
+//! its boxed future (docs/performance.md). Nor hyper's `client::conn::http1`
+//! under this pool, which fulcrum used next: a task per connection and
+//! channels between it and the request, about 10,000 instructions per
+//! request (`h1.rs`).
 //!
 //! Each HTTP/1.1 connection carries its own `response_timeout` timer,
 //! moved later for each request it carries. A later deadline only updates
@@ -28,19 +32,22 @@ use std::io;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use super::h1::{self, Conn, Failure};
 use crate::config::{Protocol, UpstreamConfig};
-use crate::proxy::RequestBody;
+use crate::proxy::{BodyError, RequestBody};
 
 /// The keep-alive connections to one endpoint.
 #[derive(Debug)]
@@ -66,14 +73,16 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct Idle {
-    conn: Conn,
+    pooled: Box<Pooled>,
     since: Instant,
 }
 
-/// An HTTP/1.1 connection and its response timer.
+/// A connection and its `response_timeout` timer: one per connection,
+/// moved later for each request. Boxed once per connection, so that a
+/// lease moves as two pointers.
 #[derive(Debug)]
-struct Conn {
-    sender: http1::SendRequest<RequestBody>,
+pub(super) struct Pooled {
+    pub(super) conn: Conn,
     timer: Pin<Box<Sleep>>,
 }
 
@@ -81,8 +90,20 @@ struct Conn {
 #[derive(Debug)]
 pub struct Lease {
     pool: Arc<Pool>,
-    conn: Conn,
+    pub(super) pooled: Box<Pooled>,
 }
+
+/// An endpoint's response body.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Http1(h1::ResponseBody),
+    Http2(Incoming),
+    /// Nothing (a 101 response, whose connection went to the upgrade).
+    Empty,
+}
+
+/// What reading an endpoint's response body can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why an attempt to an endpoint failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +112,9 @@ pub enum Error {
     /// (`io::ErrorKind::TimedOut`); nothing was sent.
     #[error("connecting: {0}")]
     Connect(#[source] io::Error),
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+    /// Sending the request or reading the response head failed.
+    #[error("{0}")]
+    Http1(#[source] Failure),
     #[error(transparent)]
     Http2(#[from] hyper_util::client::legacy::Error),
     /// No response head within `response_timeout`.
@@ -136,15 +158,12 @@ impl UpstreamClient {
         &self,
         request: Request<RequestBody>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Lease>), Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         match self {
-            UpstreamClient::Http1(pool) => {
-                let (response, lease) = pool.request(request, timeout).await?;
-                Ok((response, Some(lease)))
-            }
+            UpstreamClient::Http1(pool) => pool.request(request, timeout).await,
             UpstreamClient::Http2(client) => {
                 match tokio::time::timeout(timeout, client.request(request)).await {
-                    Ok(response) => Ok((response?, None)),
+                    Ok(response) => Ok(response?.map(UpstreamBody::Http2)),
                     Err(_) => Err(Error::Timeout),
                 }
             }
@@ -158,16 +177,26 @@ impl Error {
         match self {
             Error::Connect(_) => true,
             Error::Http2(e) => e.is_connect(),
-            Error::Http(_) | Error::Timeout => false,
+            Error::Http1(_) | Error::Timeout => false,
         }
     }
 
-    /// hyper's error behind this one, if any.
-    pub fn http(&self) -> Option<&hyper::Error> {
+    /// The endpoint's response was not valid HTTP.
+    pub fn is_invalid_response(&self) -> bool {
         match self {
-            Error::Http(e) => Some(e),
+            Error::Http1(e) => matches!(e, Failure::Invalid(_)),
+            Error::Http2(e) => crate::error::find_source::<hyper::Error>(e)
+                .is_some_and(|e| e.is_parse() || e.is_parse_status() || e.is_parse_too_large()),
+            Error::Connect(_) | Error::Timeout => false,
+        }
+    }
+
+    /// The client's request body failed, not the endpoint.
+    pub fn body(&self) -> Option<&BodyError> {
+        match self {
+            Error::Http1(Failure::Body(e)) => Some(e),
             Error::Http2(e) => crate::error::find_source(e),
-            Error::Connect(_) | Error::Timeout => None,
+            _ => None,
         }
     }
 }
@@ -175,55 +204,49 @@ impl Error {
 impl Pool {
     async fn request(
         self: &Arc<Self>,
-        mut request: Request<RequestBody>,
+        request: Request<RequestBody>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Lease), Error> {
+    ) -> Result<Response<UpstreamBody>, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
-        while let Some(mut conn) = self.check_out() {
-            conn.timer.as_mut().reset(deadline);
-            // Waits until the connection has finished its previous exchange;
-            // fails if the endpoint closed it meanwhile.
-            if before(conn.timer.as_mut(), conn.sender.ready())
-                .await?
-                .is_err()
-            {
-                continue;
+        let mut pooled = match self.check_out() {
+            Some(mut pooled) => {
+                pooled.timer.as_mut().reset(deadline);
+                pooled
             }
-            match before(conn.timer.as_mut(), conn.sender.try_send_request(request)).await? {
-                Ok(response) => return Ok((response, self.lease(conn))),
-                Err(mut failed) => match failed.take_message() {
-                    // Not sent: the connection closed under it; try the next.
-                    Some(unsent) => request = unsent,
-                    None => return Err(Error::Http(failed.into_error())),
-                },
+            None => {
+                let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+                let io = before(timer.as_mut(), self.connect()).await??;
+                Box::new(Pooled {
+                    conn: Conn::new(io),
+                    timer,
+                })
             }
-        }
-        let mut timer = Box::pin(tokio::time::sleep_until(deadline));
-        let mut sender = before(timer.as_mut(), self.connect()).await??;
-        let response = before(timer.as_mut(), sender.send_request(request)).await??;
-        Ok((response, self.lease(Conn { sender, timer })))
-    }
-
-    fn lease(self: &Arc<Self>, conn: Conn) -> Lease {
-        Lease {
+        };
+        let Pooled { conn, timer } = &mut *pooled;
+        let answer = before(timer.as_mut(), conn.exchange(request))
+            .await?
+            .map_err(Error::Http1)?;
+        let lease = Lease {
             pool: Arc::clone(self),
-            conn,
-        }
+            pooled,
+        };
+        let body = h1::ResponseBody::new(lease, answer.framing);
+        Ok(Response::from_parts(answer.head, UpstreamBody::Http1(body)))
     }
 
     /// The newest idle connection still open and within `idle_timeout`.
-    fn check_out(&self) -> Option<Conn> {
+    fn check_out(&self) -> Option<Box<Pooled>> {
         let mut idle = self.lock();
         while let Some(c) = idle.pop() {
-            if !c.conn.sender.is_closed() && c.since.elapsed() < self.idle_timeout {
-                return Some(c.conn);
+            if !c.pooled.conn.is_stale() && c.since.elapsed() < self.idle_timeout {
+                return Some(c.pooled);
             }
         }
         None
     }
 
-    fn check_in(self: &Arc<Self>, conn: Conn) {
-        if self.max_idle == 0 || conn.sender.is_closed() {
+    fn check_in(self: &Arc<Self>, pooled: Box<Pooled>) {
+        if self.max_idle == 0 || !pooled.conn.reusable() {
             return;
         }
         let mut idle = self.lock();
@@ -232,7 +255,7 @@ impl Pool {
             idle.remove(0);
         }
         idle.push(Idle {
-            conn,
+            pooled,
             since: Instant::now(),
         });
         drop(idle);
@@ -241,19 +264,13 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, Error> {
+    async fn connect(&self) -> Result<TcpStream, Error> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
             .await
             .map_err(|_| Error::Connect(io::ErrorKind::TimedOut.into()))?
             .map_err(Error::Connect)?;
         stream.set_nodelay(true).map_err(Error::Connect)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "endpoint connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(stream)
     }
 
     /// This worker's idle list.
@@ -271,7 +288,7 @@ impl Lease {
     /// The response body was read to its end: the connection may serve the
     /// next request.
     pub fn release(self) {
-        self.pool.check_in(self.conn);
+        self.pool.check_in(self.pooled);
     }
 }
 
@@ -297,7 +314,7 @@ async fn sweep(pool: Weak<Pool>, idle_timeout: Duration) {
         let mut lists: Vec<_> = pool.idle.iter().map(Pool::lock_list).collect();
         let mut left = 0;
         for idle in &mut lists {
-            idle.retain(|c| !c.conn.sender.is_closed() && c.since.elapsed() < idle_timeout);
+            idle.retain(|c| !c.pooled.conn.is_stale() && c.since.elapsed() < idle_timeout);
             left += idle.len();
         }
         if left == 0 {
@@ -305,6 +322,49 @@ async fn sweep(pool: Weak<Pool>, idle_timeout: Duration) {
             // a new sweep.
             pool.sweeping.store(false, Ordering::Release);
             return;
+        }
+    }
+}
+
+impl UpstreamBody {
+    /// The endpoint connection of a 101 response, and the bytes the
+    /// endpoint sent after it.
+    pub fn into_upgraded(self) -> Option<(TcpStream, Bytes)> {
+        match self {
+            UpstreamBody::Http1(body) => body.into_upgraded(),
+            UpstreamBody::Http2(_) | UpstreamBody::Empty => None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(body) => body.is_end_stream(),
+            UpstreamBody::Http2(body) => body.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http1(body) => body.size_hint(),
+            UpstreamBody::Http2(body) => body.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::config::{HealthCheckConfig, OutlierConfig, Protocol, RetryOn, Upstrea
 
 pub mod client;
 mod endpoint;
+mod h1;
 pub mod health;
 pub mod outlier;
 

@@ -1,0 +1,795 @@
+//! HTTP/1.1 to an endpoint, driven inside the request's own task.
+//!
+//! hyper's `client::conn::http1` runs each connection as a task of its own
+//! and passes every request and response through channels between that task
+//! and the request's; callgrind counted about 10,000 instructions per
+//! request for it (a minimal hyper proxy: 25,400 per request with it, 15,500
+//! with this way; docs/performance.md). Here the request's task writes the
+//! request head and body to the endpoint's socket and parses the response
+//! head (with httparse, as hyper does) itself, and the response body is
+//! read from the socket as the client takes it. No task, no channel, no
+//! wake-up of another task per request.
+//!
+//! What a response head may say and how its body is framed follows RFC 9112
+//! section 6: no body for HEAD, 1xx, 204 and 304; `Transfer-Encoding` ending
+//! in `chunked` is decoded (trailers included); any other
+//! `Transfer-Encoding`, or no length at all, reads to the end of the
+//! connection; otherwise `Content-Length`, whose values must agree. Interim
+//! responses (100, 102, 103) are dropped, as hyper drops them; 101 hands the
+//! connection to the upgrade.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
+};
+use http::{Method, Request, StatusCode, Version, response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::client::Lease;
+use crate::proxy::{BodyError, RequestBody};
+
+/// Headers in a response head, as hyper allows by default.
+const MAX_HEADERS: usize = 100;
+/// A response head larger than this is refused (hyper's default buffer
+/// ceiling).
+const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// A chunk-size line or a trailer section longer than this is refused.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 64 * 1024;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 8192;
+/// A data frame up to this size is copied next to its framing so that it
+/// goes out in the same write as the head.
+const COPY_BELOW: usize = 1024;
+
+/// Why an exchange with an endpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Writing or reading failed, or the endpoint closed the connection
+    /// before a whole response head came.
+    #[error("connection to the endpoint failed: {0}")]
+    Io(#[source] io::Error),
+    /// The endpoint's response was not valid HTTP/1.1.
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    /// The client's request body failed (too large, stalled, aborted).
+    #[error(transparent)]
+    Body(#[from] BodyError),
+}
+
+/// An open connection to an endpoint.
+#[derive(Debug)]
+pub struct Conn {
+    io: TcpStream,
+    /// Bytes read from the endpoint and not used yet.
+    read: BytesMut,
+    /// The request head being written, kept for its capacity.
+    write: Vec<u8>,
+    /// No response may follow on this connection (closing, or left
+    /// mid-message).
+    done: bool,
+    /// The request being sent, until all of it has been.
+    upload: Option<Upload>,
+}
+
+/// How the body of a response is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the endpoint closes the connection.
+    Close,
+    /// 101: the connection now belongs to the upgrade.
+    Upgrade,
+}
+
+/// A response head and what follows it.
+#[derive(Debug)]
+pub struct Answer {
+    pub head: response::Parts,
+    pub framing: Framing,
+}
+
+/// How the request body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoder {
+    Length(u64),
+    Chunked,
+}
+
+impl Conn {
+    pub fn new(io: TcpStream) -> Self {
+        Self {
+            io,
+            read: BytesMut::new(),
+            write: Vec::new(),
+            done: false,
+            upload: None,
+        }
+    }
+
+    /// Whether the connection can carry no request: the endpoint closed
+    /// it, sent something unasked, or a previous message was left unfinished.
+    /// Uses the runtime's record of readiness; a system call only when the
+    /// socket was seen readable.
+    pub fn is_stale(&self) -> bool {
+        if !self.reusable() {
+            return true;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(())) => {
+                let mut byte = [0u8; 1];
+                !matches!(self.io.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Whether the connection may carry the next request.
+    pub fn reusable(&self) -> bool {
+        !self.done && self.read.is_empty() && self.upload.is_none()
+    }
+
+    /// Sends `request` and reads the response head; the body, if any, is
+    /// read afterwards through [`ResponseBody`]. `response_timeout` is the
+    /// caller's (the lease's timer). A request body the endpoint has not
+    /// taken all of when its response head comes goes on being sent while
+    /// the response body is read (an endpoint may echo as it reads).
+    pub async fn exchange(&mut self, request: Request<RequestBody>) -> Result<Answer, Failure> {
+        let (parts, body) = request.into_parts();
+        let head_request = parts.method == Method::HEAD;
+        let upgrade = parts.headers.contains_key(http::header::UPGRADE);
+        self.write.clear();
+        let encoder = encode_head(&mut self.write, &parts, &body);
+        self.upload = Some(Upload {
+            body,
+            encoder,
+            out: Staged {
+                pre: std::mem::take(&mut self.write),
+                at: 0,
+                data: Bytes::new(),
+                post: b"",
+            },
+            sent: 0,
+            body_done: encoder.is_none(),
+        });
+        let answer = poll_fn(|cx| {
+            self.poll_upload(cx)?;
+            // The response head may come before the body is all sent (an
+            // early 413, say).
+            loop {
+                if let Some(answer) = parse_head(&mut self.read, head_request, upgrade)? {
+                    return Poll::Ready(Ok(answer));
+                }
+                if self.read.len() > MAX_HEAD {
+                    return Poll::Ready(Err(Failure::Invalid("response head too large")));
+                }
+                match ready!(poll_read(&mut self.io, cx, &mut self.read)) {
+                    Ok(0) => {
+                        return Poll::Ready(Err(Failure::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the endpoint closed the connection before a response",
+                        ))));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Err(Failure::Io(e))),
+                }
+            }
+        })
+        .await;
+        match answer {
+            Ok(answer) => {
+                self.done |= answer.framing == Framing::Close || !keep_alive(&answer.head);
+                Ok(answer)
+            }
+            Err(e) => {
+                self.done = true;
+                self.upload = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends what it can of the request. A failed write ends the upload
+    /// (the response may still come); a failed request body is the
+    /// exchange's failure.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) -> Result<(), Failure> {
+        let Some(upload) = &mut self.upload else {
+            return Ok(());
+        };
+        match upload.poll(&mut self.io, cx) {
+            Poll::Pending => Ok(()),
+            Poll::Ready(Ok(())) => {
+                // All sent; the staging buffer's capacity serves the next
+                // request's head.
+                if let Some(upload) = self.upload.take() {
+                    self.write = upload.out.pre;
+                }
+                Ok(())
+            }
+            Poll::Ready(Err(failure)) => {
+                self.upload = None;
+                self.done = true;
+                match failure {
+                    Failure::Io(error) => {
+                        tracing::debug!(%error, "writing to the endpoint failed");
+                        Ok(())
+                    }
+                    failure => Err(failure),
+                }
+            }
+        }
+    }
+
+    /// The socket and the bytes the endpoint sent after its 101 response.
+    pub fn into_upgraded(self) -> (TcpStream, Bytes) {
+        (self.io, self.read.freeze())
+    }
+}
+
+/// A request on its way to the endpoint: the head, then the body.
+#[derive(Debug)]
+struct Upload {
+    body: RequestBody,
+    encoder: Option<Encoder>,
+    out: Staged,
+    /// Body bytes staged so far.
+    sent: u64,
+    /// No body, or its end has been staged.
+    body_done: bool,
+}
+
+impl Upload {
+    /// Ready when all of the request has been written.
+    fn poll(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        loop {
+            ready!(self.out.poll_write(io, cx)).map_err(Failure::Io)?;
+            if self.body_done {
+                return Poll::Ready(Ok(()));
+            }
+            self.out.pre.clear();
+            self.out.at = 0;
+            let Some(encoder) = self.encoder else {
+                self.body_done = true;
+                continue;
+            };
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        self.sent += data.len() as u64;
+                        if let Encoder::Length(n) = encoder
+                            && self.sent > n
+                        {
+                            return Poll::Ready(Err(Failure::Body(BodyError::Length)));
+                        }
+                        self.out.stage(data, encoder);
+                    }
+                    Err(frame) => {
+                        if let (Ok(trailers), Encoder::Chunked) = (frame.into_trailers(), encoder) {
+                            self.out.pre.extend_from_slice(b"0\r\n");
+                            write_fields(&mut self.out.pre, &trailers);
+                            self.out.pre.extend_from_slice(b"\r\n");
+                            self.body_done = true;
+                        }
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Err(Failure::Body(e))),
+                None => {
+                    match encoder {
+                        Encoder::Chunked => self.out.pre.extend_from_slice(b"0\r\n\r\n"),
+                        Encoder::Length(n) if self.sent < n => {
+                            return Poll::Ready(Err(Failure::Body(BodyError::Length)));
+                        }
+                        Encoder::Length(_) => {}
+                    }
+                    self.body_done = true;
+                }
+            }
+        }
+    }
+}
+
+/// Bytes on their way to the endpoint, in order: `pre[at..]`, `data`,
+/// `post`.
+#[derive(Debug)]
+struct Staged {
+    pre: Vec<u8>,
+    at: usize,
+    data: Bytes,
+    post: &'static [u8],
+}
+
+impl Staged {
+    fn is_empty(&self) -> bool {
+        self.at == self.pre.len() && self.data.is_empty() && self.post.is_empty()
+    }
+
+    /// Stages one data frame of the request body.
+    fn stage(&mut self, data: Bytes, encoder: Encoder) {
+        if data.is_empty() {
+            return;
+        }
+        if encoder == Encoder::Chunked {
+            self.pre
+                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        let post: &'static [u8] = if encoder == Encoder::Chunked {
+            b"\r\n"
+        } else {
+            b""
+        };
+        if data.len() < COPY_BELOW {
+            self.pre.extend_from_slice(&data);
+            self.pre.extend_from_slice(post);
+        } else {
+            self.data = data;
+            self.post = post;
+        }
+    }
+
+    fn poll_write(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.is_empty() {
+            let slices = [
+                IoSlice::new(&self.pre[self.at..]),
+                IoSlice::new(&self.data),
+                IoSlice::new(self.post),
+            ];
+            let mut n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let from_pre = n.min(self.pre.len() - self.at);
+            self.at += from_pre;
+            n -= from_pre;
+            let from_data = n.min(self.data.len());
+            self.data.advance(from_data);
+            n -= from_data;
+            self.post = &self.post[n..];
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads what the socket has into `buf`; 0 at its end.
+fn poll_read(
+    io: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Writes the request line and headers; says how the body will be framed
+/// (`None`: no body), adding `Content-Length` or `Transfer-Encoding` when
+/// the client's request had neither.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::request::Parts,
+    body: &RequestBody,
+) -> Option<Encoder> {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_fields(out, &parts.headers);
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let encoder = if body.is_end_stream() {
+        None
+    } else if let Some(n) = declared {
+        Some(Encoder::Length(n))
+    } else if let Some(n) = body.size_hint().exact() {
+        out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        Some(Encoder::Length(n))
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Some(Encoder::Chunked)
+    };
+    out.extend_from_slice(b"\r\n");
+    encoder
+}
+
+fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Parses a response head at the start of `read`, taking it out; interim
+/// responses are dropped. `None`: not all of it has come.
+fn parse_head(
+    read: &mut BytesMut,
+    head_request: bool,
+    upgrade: bool,
+) -> Result<Option<Answer>, Failure> {
+    loop {
+        if read.is_empty() {
+            return Ok(None);
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let len = match parsed.parse(read) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Failure::Invalid("too many headers"));
+            }
+            Err(_) => return Err(Failure::Invalid("malformed response head")),
+        };
+        let code = parsed.code.unwrap_or_default();
+        if (100..200).contains(&code) && code != 101 {
+            read.advance(len);
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| Failure::Invalid("bad status code"))?;
+        let version = match parsed.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        // Where each field lies in the head, so that the values can be
+        // shared slices of it rather than copies.
+        let base = read.as_ptr() as usize;
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let count = parsed.headers.len();
+        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            *span = (
+                name as u32,
+                (name + field.name.len()) as u32,
+                value as u32,
+                (value + field.value.len()) as u32,
+            );
+        }
+        let head = read.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
+                .map_err(|_| Failure::Invalid("bad header name"))?;
+            let value = HeaderValue::from_maybe_shared(
+                head.slice(value_start as usize..value_end as usize),
+            )
+            .map_err(|_| Failure::Invalid("bad header value"))?;
+            headers.append(name, value);
+        }
+        let framing = framing(status, &mut headers, head_request, upgrade)?;
+        let (mut head, ()) = http::Response::new(()).into_parts();
+        head.status = status;
+        head.version = version;
+        head.headers = headers;
+        return Ok(Some(Answer { head, framing }));
+    }
+}
+
+/// How the body after a response head is delimited (RFC 9112, 6.3).
+fn framing(
+    status: StatusCode,
+    headers: &mut HeaderMap,
+    head_request: bool,
+    upgrade: bool,
+) -> Result<Framing, Failure> {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return if upgrade {
+            Ok(Framing::Upgrade)
+        } else {
+            Err(Failure::Invalid("101 to a request that asked no upgrade"))
+        };
+    }
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length, which must not reach
+        // the client beside a body framed some other way.
+        headers.remove(CONTENT_LENGTH);
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            _ => Framing::Close,
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || !item.iter().all(u8::is_ascii_digit) || item.len() > 19 {
+                return Err(Failure::Invalid("bad Content-Length"));
+            }
+            let n: u64 = std::str::from_utf8(item)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(Failure::Invalid("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Failure::Invalid("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+/// Whether the endpoint keeps the connection open after this response.
+fn keep_alive(head: &response::Parts) -> bool {
+    let mut close = head.version == Version::HTTP_10;
+    for value in head.headers.get_all(CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                return false;
+            }
+            if token.eq_ignore_ascii_case("keep-alive") {
+                close = false;
+            }
+        }
+    }
+    !close
+}
+
+/// Where a body's decoding stands.
+#[derive(Debug, Clone, Copy)]
+enum Decode {
+    Length(u64),
+    /// Chunked: the next thing is a chunk-size line.
+    ChunkSize,
+    /// Chunked: this much of the current chunk is left, then its CRLF.
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers,
+    Close,
+    Done,
+}
+
+/// A response body read from the endpoint's connection as the client takes
+/// it; at its end the connection goes back to its pool.
+#[derive(Debug)]
+pub struct ResponseBody {
+    lease: Option<Lease>,
+    decode: Decode,
+    /// Reported on the next poll, so that what came before it is flushed
+    /// to the client first (hyper abandons a response at a body error
+    /// without writing what it holds).
+    failed: Option<BodyFailure>,
+}
+
+/// Why reading a response body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyFailure {
+    #[error("reading the response body failed: {0}")]
+    Io(#[source] io::Error),
+    #[error("the endpoint closed the connection mid-body")]
+    Incomplete,
+    #[error("invalid chunked body: {0}")]
+    Invalid(&'static str),
+    /// The rest of the request could not be sent.
+    #[error("sending the rest of the request failed: {0}")]
+    Upload(#[source] Failure),
+}
+
+impl ResponseBody {
+    /// The body after a response head with `framing` on the lease's
+    /// connection.
+    pub fn new(lease: Lease, framing: Framing) -> Self {
+        let decode = match framing {
+            Framing::Empty | Framing::Upgrade => Decode::Done,
+            Framing::Length(n) => Decode::Length(n),
+            Framing::Chunked => Decode::ChunkSize,
+            Framing::Close => Decode::Close,
+        };
+        let mut body = Self {
+            lease: Some(lease),
+            decode,
+            failed: None,
+        };
+        if matches!(decode, Decode::Done) && framing != Framing::Upgrade {
+            body.finish();
+        }
+        body
+    }
+
+    /// The connection of a 101 response.
+    pub fn into_upgraded(mut self) -> Option<(TcpStream, Bytes)> {
+        self.lease
+            .take()
+            .map(|lease| lease.pooled.conn.into_upgraded())
+    }
+
+    /// The body ended: the connection goes back if it may serve again.
+    fn finish(&mut self) {
+        self.decode = Decode::Done;
+        if let Some(lease) = self.lease.take()
+            && lease.pooled.conn.reusable()
+        {
+            lease.release();
+        }
+    }
+
+    fn fail(
+        &mut self,
+        failure: BodyFailure,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyFailure>>> {
+        self.lease = None;
+        self.failed = Some(failure);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyFailure;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyFailure>>> {
+        let this = self.get_mut();
+        if let Some(failure) = this.failed.take() {
+            this.decode = Decode::Done;
+            return Poll::Ready(Some(Err(failure)));
+        }
+        if let Some(lease) = this.lease.as_mut()
+            && let Err(failure) = lease.pooled.conn.poll_upload(cx)
+        {
+            return this.fail(BodyFailure::Upload(failure), cx);
+        }
+        loop {
+            let Some(lease) = this.lease.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let conn = &mut lease.pooled.conn;
+            let read = &mut conn.read;
+            match this.decode {
+                Decode::Done => return Poll::Ready(None),
+                Decode::Length(left) if !read.is_empty() => {
+                    let n = left.min(read.len() as u64);
+                    let data = read.split_to(n as usize).freeze();
+                    this.decode = Decode::Length(left - n);
+                    if left == n {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decode::ChunkData(left) if !read.is_empty() => {
+                    let n = left.min(read.len() as u64);
+                    let data = read.split_to(n as usize).freeze();
+                    this.decode = if left == n {
+                        Decode::ChunkEnd
+                    } else {
+                        Decode::ChunkData(left - n)
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decode::Close if !read.is_empty() => {
+                    let data = read.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decode::ChunkEnd if read.len() >= 2 => {
+                    if &read[..2] != b"\r\n" {
+                        return this.fail(BodyFailure::Invalid("chunk not followed by CRLF"), cx);
+                    }
+                    read.advance(2);
+                    this.decode = Decode::ChunkSize;
+                    continue;
+                }
+                Decode::ChunkSize => {
+                    if let Some(nl) = memchr::memchr(b'\n', read) {
+                        let Some(size) = chunk_size(&read[..nl]) else {
+                            return this.fail(BodyFailure::Invalid("bad chunk size"), cx);
+                        };
+                        read.advance(nl + 1);
+                        this.decode = if size == 0 {
+                            Decode::Trailers
+                        } else {
+                            Decode::ChunkData(size)
+                        };
+                        continue;
+                    }
+                    if read.len() > MAX_CHUNK_LINE {
+                        return this.fail(BodyFailure::Invalid("chunk-size line too long"), cx);
+                    }
+                }
+                Decode::Trailers => {
+                    if read.starts_with(b"\r\n") {
+                        read.advance(2);
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    if let Some(end) = memchr::memmem::find(read, b"\r\n\r\n") {
+                        let section = read.split_to(end + 4);
+                        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                        let trailers = match httparse::parse_headers(&section, &mut fields) {
+                            Ok(httparse::Status::Complete((_, fields))) => {
+                                let mut map = HeaderMap::with_capacity(fields.len());
+                                for f in fields.iter() {
+                                    if let (Ok(name), Ok(value)) = (
+                                        HeaderName::from_bytes(f.name.as_bytes()),
+                                        HeaderValue::from_bytes(f.value),
+                                    ) {
+                                        map.append(name, value);
+                                    }
+                                }
+                                map
+                            }
+                            _ => return this.fail(BodyFailure::Invalid("bad trailers"), cx),
+                        };
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    if read.len() > MAX_TRAILERS {
+                        return this.fail(BodyFailure::Invalid("trailers too large"), cx);
+                    }
+                }
+                Decode::Length(_) | Decode::ChunkData(_) | Decode::ChunkEnd | Decode::Close => {}
+            }
+            // More bytes are needed.
+            match poll_read(&mut conn.io, cx, &mut conn.read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if matches!(this.decode, Decode::Close) {
+                        // The end of the connection is the end of the body.
+                        conn.done = true;
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    return this.fail(BodyFailure::Incomplete, cx);
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(BodyFailure::Io(e), cx),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.decode, Decode::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decode {
+            Decode::Done => SizeHint::with_exact(0),
+            Decode::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// The size in a chunk-size line (extensions ignored), CR LF or LF ended.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line.split(|&b| b == b';').next()?.trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    let text = std::str::from_utf8(digits).ok()?;
+    u64::from_str_radix(text, 16).ok()
+}
