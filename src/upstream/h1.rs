@@ -96,6 +96,8 @@ pub enum Framing {
 pub struct Answer {
     pub head: response::Parts,
     pub framing: Framing,
+    /// Whether the connection may carry another exchange after this one.
+    reuse: bool,
 }
 
 /// How the request body is written.
@@ -189,7 +191,7 @@ impl Conn {
         .await;
         match answer {
             Ok(answer) => {
-                self.done |= answer.framing == Framing::Close || !keep_alive(&answer.head);
+                self.done |= !answer.reuse;
                 Ok(answer)
             }
             Err(e) => {
@@ -472,12 +474,21 @@ fn parse_head(
             .map_err(|_| Failure::Invalid("bad header value"))?;
             headers.append(name, value);
         }
+        // Framed two ways (RFC 9112, 6.3): Transfer-Encoding wins, and the
+        // connection is not trusted with another message.
+        let ambiguous = headers.contains_key(TRANSFER_ENCODING)
+            && (headers.contains_key(CONTENT_LENGTH) || version == Version::HTTP_10);
         let framing = framing(status, &mut headers, head_request, upgrade)?;
         let (mut head, ()) = http::Response::new(()).into_parts();
         head.status = status;
         head.version = version;
         head.headers = headers;
-        return Ok(Some(Answer { head, framing }));
+        let reuse = !ambiguous && framing != Framing::Close && keep_alive(&head);
+        return Ok(Some(Answer {
+            head,
+            framing,
+            reuse,
+        }));
     }
 }
 
