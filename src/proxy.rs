@@ -547,7 +547,11 @@ fn respond(
     upgraded: bool,
 ) -> Response<ResponseBody> {
     let (mut parts, inner) = response.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, upgraded);
+    // An HTTP/1.1 endpoint's hop-by-hop fields were left out as its head
+    // was read (`upstream/h1.rs`), except for an upgrade's.
+    if upgraded || !matches!(inner, UpstreamBody::Http1(_)) {
+        headers::strip_hop_by_hop(&mut parts.headers, upgraded);
+    }
     Response::from_parts(
         parts,
         ResponseBody {

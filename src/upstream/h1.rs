@@ -25,7 +25,8 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
+    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
 };
 use http::{Method, Request, StatusCode, Version, response};
 use http_body::{Body, Frame, SizeHint};
@@ -419,6 +420,11 @@ fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
 
 /// Parses a response head at the start of `read`, taking it out; interim
 /// responses are dropped. `None`: not all of it has come.
+///
+/// Hop-by-hop fields (RFC 9110, 7.6.1) are read for what they say about
+/// framing and the connection and not copied into the response, so that
+/// the proxy need not look for them again; a 101 keeps them all for the
+/// upgrade.
 fn parse_head(
     read: &mut BytesMut,
     head_request: bool,
@@ -464,38 +470,117 @@ fn parse_head(
             );
         }
         let head = read.split_to(len).freeze();
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        let mut seen = Seen::default();
         let mut headers = HeaderMap::with_capacity(count);
         for &(name_start, name_end, value_start, value_end) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
                 .map_err(|_| Failure::Invalid("bad header name"))?;
-            let value = HeaderValue::from_maybe_shared(
-                head.slice(value_start as usize..value_end as usize),
-            )
-            .map_err(|_| Failure::Invalid("bad header value"))?;
+            let value = &head[value_start as usize..value_end as usize];
+            if !switching && seen.hop_by_hop(&name, value) {
+                continue;
+            }
+            if name == CONTENT_LENGTH {
+                seen.content_length(value)?;
+            }
+            let value = HeaderValue::from_maybe_shared(head.slice_ref(value))
+                .map_err(|_| Failure::Invalid("bad header value"))?;
             headers.append(name, value);
         }
-        // Framed two ways (RFC 9112, 6.3): Transfer-Encoding wins, and the
-        // connection is not trusted with another message.
-        let ambiguous = headers.contains_key(TRANSFER_ENCODING)
-            && (headers.contains_key(CONTENT_LENGTH) || version == Version::HTTP_10);
-        let framing = framing(status, &mut headers, head_request, upgrade)?;
+        if seen.listed {
+            // The Connection field names other fields: they go too.
+            crate::headers::strip_hop_by_hop(&mut headers, false);
+        }
+        let framing = framing(status, &seen, head_request, upgrade)?;
+        if seen.chunked.is_some() {
+            // Transfer-Encoding overrides Content-Length, which must not
+            // reach the client beside a body framed some other way.
+            headers.remove(CONTENT_LENGTH);
+        }
+        // Framed two ways (RFC 9112, 6.3): the connection is not trusted
+        // with another message.
+        let ambiguous =
+            seen.chunked.is_some() && (seen.length.is_some() || version == Version::HTTP_10);
+        let keep_alive = if version == Version::HTTP_10 {
+            seen.keep_alive && !seen.close
+        } else {
+            !seen.close
+        };
         let (mut head, ()) = http::Response::new(()).into_parts();
         head.status = status;
         head.version = version;
         head.headers = headers;
-        let reuse = !ambiguous && framing != Framing::Close && keep_alive(&head);
         return Ok(Some(Answer {
             head,
             framing,
-            reuse,
+            reuse: keep_alive && !ambiguous && framing != Framing::Close,
         }));
+    }
+}
+
+/// What a response head's hop-by-hop and length fields said.
+#[derive(Default)]
+struct Seen {
+    /// Transfer-Encoding was present: whether its last coding is chunked.
+    chunked: Option<bool>,
+    /// The Content-Length, its values all agreeing.
+    length: Option<u64>,
+    close: bool,
+    keep_alive: bool,
+    /// Connection named fields other than its own options.
+    listed: bool,
+}
+
+impl Seen {
+    /// Notes a hop-by-hop field; false for an end-to-end one. A Connection
+    /// field naming other fields is kept, for them to be removed after.
+    fn hop_by_hop(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        if name == TRANSFER_ENCODING {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            return true;
+        }
+        if name == CONNECTION {
+            let mut options_only = true;
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if !token.is_empty() {
+                    options_only = false;
+                }
+            }
+            self.listed |= !options_only;
+            return options_only;
+        }
+        name == TE
+            || name == TRAILER
+            || name == UPGRADE
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+    }
+
+    fn content_length(&mut self, value: &[u8]) -> Result<(), Failure> {
+        for item in value.split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return Err(Failure::Invalid("bad Content-Length"));
+            }
+            let n = item.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if self.length.is_some_and(|l| l != n) {
+                return Err(Failure::Invalid("conflicting Content-Length values"));
+            }
+            self.length = Some(n);
+        }
+        Ok(())
     }
 }
 
 /// How the body after a response head is delimited (RFC 9112, 6.3).
 fn framing(
     status: StatusCode,
-    headers: &mut HeaderMap,
+    seen: &Seen,
     head_request: bool,
     upgrade: bool,
 ) -> Result<Framing, Failure> {
@@ -509,61 +594,12 @@ fn framing(
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        // Transfer-Encoding overrides Content-Length, which must not reach
-        // the client beside a body framed some other way.
-        headers.remove(CONTENT_LENGTH);
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
-            _ => Framing::Close,
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || !item.iter().all(u8::is_ascii_digit) || item.len() > 19 {
-                return Err(Failure::Invalid("bad Content-Length"));
-            }
-            let n: u64 = std::str::from_utf8(item)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(Failure::Invalid("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Failure::Invalid("conflicting Content-Length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(0) => Framing::Empty,
-        Some(n) => Framing::Length(n),
-        None => Framing::Close,
+    Ok(match (seen.chunked, seen.length) {
+        (Some(true), _) => Framing::Chunked,
+        (Some(false), _) | (None, None) => Framing::Close,
+        (None, Some(0)) => Framing::Empty,
+        (None, Some(n)) => Framing::Length(n),
     })
-}
-
-/// Whether the endpoint keeps the connection open after this response.
-fn keep_alive(head: &response::Parts) -> bool {
-    let mut close = head.version == Version::HTTP_10;
-    for value in head.headers.get_all(CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("close") {
-                return false;
-            }
-            if token.eq_ignore_ascii_case("keep-alive") {
-                close = false;
-            }
-        }
-    }
-    !close
 }
 
 /// Where a body's decoding stands.
