@@ -111,7 +111,9 @@ impl RouteTable {
     /// `path`.
     pub fn find(&self, listener: usize, host: Option<&str>, path: &str) -> Option<&Route> {
         let table = &self.listeners.get(listener)?.1;
-        if let Some(host) = host.map(strip_port) {
+        // Without host routes the Host is not looked at.
+        let by_host = !table.exact.is_empty() || !table.wildcard.is_empty();
+        if let Some(host) = host.filter(|_| by_host).map(strip_port) {
             let mut buf = [0u8; MAX_HOST];
             if let Some(lower) = lowercase(host, &mut buf) {
                 if let Some(c) = table.exact.get(lower)
