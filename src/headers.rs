@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, EXPECT, Entry, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
+    CONNECTION, EXPECT, Entry, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::PathAndQuery;
 
@@ -145,6 +145,121 @@ pub fn rewrite_request(
     }
 }
 
+/// What fulcrum does to a request's fields on the way to an endpoint:
+/// hop-by-hop fields removed, X-Forwarded-* set, Host supplied when the
+/// client named the site only in the target (HTTP/2's `:authority`).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    pub client_ip: &'a HeaderValue,
+    pub https: bool,
+    /// The Host the client sent.
+    pub host: Option<&'a HeaderValue>,
+    /// A protocol upgrade passes through.
+    pub upgrade: bool,
+}
+
+impl Forwarding<'_> {
+    /// Rewrites `headers` in place (for an HTTP/2 endpoint).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        rewrite_request(headers, self.client_ip, self.https, self.host, self.upgrade);
+        if let Some(host) = self.host
+            && !headers.contains_key(HOST)
+        {
+            headers.insert(HOST, host.clone());
+        }
+    }
+
+    /// Writes `headers` as HTTP/1.1 field lines into `out`, rewritten as
+    /// [`Forwarding::apply`] would, without changing the map: one pass over
+    /// the fields, no lookup by name, no insertion. A `Connection` field
+    /// naming other fields (rare) takes the way of `apply` on a copy.
+    pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
+        let start = out.len();
+        let (mut forwarded_for, mut host) = (false, false);
+        for (name, value) in headers {
+            let keep = match name {
+                n if n == HOST => {
+                    host = true;
+                    true
+                }
+                n if n == CONNECTION => {
+                    let options_only = value.to_str().is_ok_and(|v| {
+                        v.split(',').map(str::trim).all(|t| {
+                            t.is_empty()
+                                || t.eq_ignore_ascii_case("keep-alive")
+                                || t.eq_ignore_ascii_case("close")
+                                || t.eq_ignore_ascii_case("upgrade")
+                        })
+                    });
+                    if !options_only {
+                        out.truncate(start);
+                        let mut copy = headers.clone();
+                        self.apply(&mut copy);
+                        write_lines(out, &copy);
+                        return;
+                    }
+                    false
+                }
+                n if n == TE => value.as_bytes().eq_ignore_ascii_case(b"trailers"),
+                n if n == UPGRADE => self.upgrade,
+                n if n == EXPECT || n == TRAILER || n == TRANSFER_ENCODING => false,
+                n if *n == X_FORWARDED_FOR => {
+                    forwarded_for = true;
+                    false
+                }
+                n if *n == X_FORWARDED_PROTO
+                    || *n == X_FORWARDED_HOST
+                    || *n == KEEP_ALIVE
+                    || *n == PROXY_CONNECTION =>
+                {
+                    false
+                }
+                _ => true,
+            };
+            if keep {
+                write_line(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if forwarded_for {
+            for prior in headers.get_all(&X_FORWARDED_FOR) {
+                out.extend_from_slice(prior.as_bytes());
+                out.extend_from_slice(b", ");
+            }
+        }
+        out.extend_from_slice(self.client_ip.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(if self.https {
+            b"x-forwarded-proto: https\r\n"
+        } else {
+            b"x-forwarded-proto: http\r\n"
+        });
+        if let Some(value) = self.host {
+            write_line(out, b"x-forwarded-host", value.as_bytes());
+            if !host {
+                write_line(out, b"host", value.as_bytes());
+            }
+        }
+        if self.upgrade {
+            out.extend_from_slice(b"connection: upgrade\r\n");
+        }
+    }
+}
+
+/// Writes every field of `headers` as an HTTP/1.1 field line.
+pub fn write_lines(out: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        write_line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The path and query to send upstream: unchanged, or with the route's
 /// prefix removed ("/api/x?q" with prefix "/api" becomes "/x?q"; "/api" becomes "/").
 pub fn forward_path(original: &PathAndQuery, prefix: &str, strip: bool) -> PathAndQuery {
@@ -235,6 +350,86 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.example:8080");
         assert_eq!(h["te"], "trailers");
+    }
+
+    /// The field lines `write` produces, parsed back.
+    fn written(f: &Forwarding<'_>, h: &HeaderMap) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        f.write(h, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let mut lines: Vec<(String, String)> = text
+            .split_terminator("\r\n")
+            .map(|l| {
+                let (k, v) = l.split_once(": ").unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    fn applied(f: &Forwarding<'_>, h: &HeaderMap) -> Vec<(String, String)> {
+        let mut h = h.clone();
+        f.apply(&mut h);
+        let mut lines: Vec<(String, String)> = h
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn writing_the_fields_equals_rewriting_the_map() {
+        let ip = client_ip_value("10.0.0.1".parse().unwrap());
+        let host = HeaderValue::from_static("a.example:8080");
+        let cases: &[&[(&str, &str)]] = &[
+            &[("host", "a.example:8080")],
+            &[],
+            &[
+                ("host", "a.example"),
+                ("x-forwarded-for", "1.1.1.1"),
+                ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil"),
+                ("te", "trailers"),
+                ("accept", "*/*"),
+                ("cookie", "a=1"),
+                ("cookie", "b=2"),
+            ],
+            &[
+                ("connection", "keep-alive, x-secret"),
+                ("keep-alive", "timeout=5"),
+                ("x-secret", "1"),
+                ("transfer-encoding", "chunked"),
+                ("te", "gzip"),
+                ("proxy-connection", "keep-alive"),
+                ("upgrade", "h2c"),
+                ("trailer", "x"),
+                ("expect", "100-continue"),
+                ("x-keep", "yes"),
+            ],
+            &[
+                ("host", "a.example"),
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+            ],
+            &[("connection", "close"), ("content-length", "5")],
+        ];
+        for case in cases {
+            let h = map(case);
+            for https in [false, true] {
+                for host in [None, Some(&host)] {
+                    let f = Forwarding {
+                        client_ip: &ip,
+                        https,
+                        host,
+                        upgrade: is_upgrade_request(&h),
+                    };
+                    assert_eq!(written(&f, &h), applied(&f, &h), "{case:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -288,18 +288,14 @@ async fn forward(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let path = headers::forward_path(&path, &route.path_prefix, route.strip_prefix);
-    headers::rewrite_request(
-        &mut parts.headers,
-        &downstream.client_ip,
-        downstream.https,
-        host_value.as_ref(),
+    // Applied as the request is sent: written straight into the head for
+    // HTTP/1.1, the map left as the client sent it (`headers.rs`).
+    let forwarding = headers::Forwarding {
+        client_ip: &downstream.client_ip,
+        https: downstream.https,
+        host: host_value.as_ref(),
         upgrade,
-    );
-    if let Some(host) = host_value
-        && !parts.headers.contains_key(HOST)
-    {
-        parts.headers.insert(HOST, host);
-    }
+    };
 
     let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let empty_body = incoming.is_end_stream();
@@ -373,7 +369,7 @@ async fn forward(
         let sent = std::time::Instant::now();
         let outcome = endpoint
             .client
-            .request(request, upstream.response_timeout)
+            .request(request, &forwarding, upstream.response_timeout)
             .await;
         let failure = match outcome {
             Ok(response) => {

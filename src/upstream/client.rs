@@ -47,6 +47,7 @@ use tokio::time::Sleep;
 
 use super::h1::{self, Conn, Failure};
 use crate::config::{Protocol, UpstreamConfig};
+use crate::headers::Forwarding;
 use crate::proxy::{BodyError, RequestBody};
 
 /// The keep-alive connections to one endpoint.
@@ -156,12 +157,14 @@ impl UpstreamClient {
     /// as the response body is read, and be released at its end.
     pub async fn request(
         &self,
-        request: Request<RequestBody>,
+        mut request: Request<RequestBody>,
+        forwarding: &Forwarding<'_>,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, Error> {
         match self {
-            UpstreamClient::Http1(pool) => pool.request(request, timeout).await,
+            UpstreamClient::Http1(pool) => pool.request(request, forwarding, timeout).await,
             UpstreamClient::Http2(client) => {
+                forwarding.apply(request.headers_mut());
                 match tokio::time::timeout(timeout, client.request(request)).await {
                     Ok(response) => Ok(response?.map(UpstreamBody::Http2)),
                     Err(_) => Err(Error::Timeout),
@@ -205,6 +208,7 @@ impl Pool {
     async fn request(
         self: &Arc<Self>,
         request: Request<RequestBody>,
+        forwarding: &Forwarding<'_>,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -223,7 +227,7 @@ impl Pool {
             }
         };
         let Pooled { conn, timer } = &mut *pooled;
-        let answer = before(timer.as_mut(), conn.exchange(request))
+        let answer = before(timer.as_mut(), conn.exchange(request, forwarding))
             .await?
             .map_err(Error::Http1)?;
         let lease = Lease {

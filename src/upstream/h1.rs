@@ -34,6 +34,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::client::Lease;
+use crate::headers::{Forwarding, write_lines};
 use crate::proxy::{BodyError, RequestBody};
 
 /// Headers in a response head, as hyper allows by default.
@@ -148,12 +149,16 @@ impl Conn {
     /// caller's (the lease's timer). A request body the endpoint has not
     /// taken all of when its response head comes goes on being sent while
     /// the response body is read (an endpoint may echo as it reads).
-    pub async fn exchange(&mut self, request: Request<RequestBody>) -> Result<Answer, Failure> {
+    pub async fn exchange(
+        &mut self,
+        request: Request<RequestBody>,
+        forwarding: &Forwarding<'_>,
+    ) -> Result<Answer, Failure> {
         let (parts, body) = request.into_parts();
         let head_request = parts.method == Method::HEAD;
         let upgrade = parts.headers.contains_key(http::header::UPGRADE);
         self.write.clear();
-        let encoder = encode_head(&mut self.write, &parts, &body);
+        let encoder = encode_head(&mut self.write, &parts, &body, forwarding);
         self.upload = Some(Upload {
             body,
             encoder,
@@ -280,7 +285,7 @@ impl Upload {
                     Err(frame) => {
                         if let (Ok(trailers), Encoder::Chunked) = (frame.into_trailers(), encoder) {
                             self.out.pre.extend_from_slice(b"0\r\n");
-                            write_fields(&mut self.out.pre, &trailers);
+                            write_lines(&mut self.out.pre, &trailers);
                             self.out.pre.extend_from_slice(b"\r\n");
                             self.body_done = true;
                         }
@@ -382,13 +387,14 @@ fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::request::Parts,
     body: &RequestBody,
+    forwarding: &Forwarding<'_>,
 ) -> Option<Encoder> {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_fields(out, &parts.headers);
+    forwarding.write(&parts.headers, out);
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -407,15 +413,6 @@ fn encode_head(
     };
     out.extend_from_slice(b"\r\n");
     encoder
-}
-
-fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
 }
 
 /// Parses a response head at the start of `read`, taking it out; interim
