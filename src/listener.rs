@@ -14,8 +14,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -1050,7 +1050,10 @@ fn inspect_head(head: &[u8], from: usize) -> HeadScan {
     if head.starts_with(H2_PREFACE) {
         return HeadScan::Http2;
     }
-    let Some(end) = memchr::memmem::find(&head[from..], b"\r\n\r\n") else {
+    // Built once: a searcher built per call costs more than the search.
+    static HEAD_END: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    let Some(end) = HEAD_END.find(&head[from..]) else {
         return HeadScan::Incomplete;
     };
     let named = |line: &[u8], name: &[u8]| {
