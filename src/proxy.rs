@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
@@ -347,29 +347,20 @@ async fn forward(
             started: false,
             slot: slot.clone(),
         };
-        let mut request = Request::new(request_body);
-        *request.method_mut() = parts.method.clone();
-        // HTTP/1.1 goes out in origin form (the Host header names the site);
-        // HTTP/2 needs the scheme and authority for its pseudo-headers.
-        (*request.uri_mut(), *request.version_mut()) = match upstream.protocol {
-            Protocol::Http1 => (Uri::from(path.clone()), Version::HTTP_11),
-            Protocol::Http2 => (
-                upstream_uri(&endpoint.authority, path.clone()),
-                Version::HTTP_2,
-            ),
-        };
-        // The last attempt takes the headers; earlier ones copy them.
-        *request.headers_mut() = if attempt == retries {
-            std::mem::take(&mut parts.headers)
-        } else {
-            parts.headers.clone()
+        let outgoing = client::Outgoing {
+            method: &parts.method,
+            target: &path,
+            headers: &mut parts.headers,
+            last_attempt: attempt == retries,
+            authority: &endpoint.authority,
+            forwarding: &forwarding,
         };
 
         let in_flight = endpoint.state.start();
         let sent = std::time::Instant::now();
         let outcome = endpoint
             .client
-            .request(request, &forwarding, upstream.response_timeout)
+            .request(outgoing, request_body, upstream.response_timeout)
             .await;
         let failure = match outcome {
             Ok(response) => {
@@ -526,14 +517,6 @@ fn classify(error: client::Error, upstream: &Upstream, endpoint: &Arc<str>) -> F
         },
         RetryCause::Reset,
     )
-}
-
-fn upstream_uri(authority: &http::uri::Authority, path: PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(path);
-    Uri::from_parts(parts).unwrap_or_default()
 }
 
 /// The endpoint's response on its way to the client, hop-by-hop headers gone.

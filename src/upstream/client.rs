@@ -36,7 +36,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -92,6 +93,21 @@ pub(super) struct Pooled {
 pub struct Lease {
     pool: Arc<Pool>,
     pub(super) pooled: Box<Pooled>,
+}
+
+/// A request on its way to an endpoint, borrowed from the client's: HTTP/1.1
+/// writes it from here, so an attempt copies nothing.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    /// In origin form.
+    pub target: &'a PathAndQuery,
+    /// The client's fields, not yet rewritten; an HTTP/2 attempt takes them
+    /// if it is the last, or copies them.
+    pub headers: &'a mut HeaderMap,
+    pub last_attempt: bool,
+    pub authority: &'a Authority,
+    pub forwarding: &'a Forwarding<'a>,
 }
 
 /// An endpoint's response body.
@@ -157,14 +173,26 @@ impl UpstreamClient {
     /// as the response body is read, and be released at its end.
     pub async fn request(
         &self,
-        mut request: Request<RequestBody>,
-        forwarding: &Forwarding<'_>,
+        outgoing: Outgoing<'_>,
+        body: RequestBody,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, Error> {
         match self {
-            UpstreamClient::Http1(pool) => pool.request(request, forwarding, timeout).await,
+            UpstreamClient::Http1(pool) => pool.request(&outgoing, body, timeout).await,
             UpstreamClient::Http2(client) => {
-                forwarding.apply(request.headers_mut());
+                // HTTP/2 needs the scheme and authority for its
+                // pseudo-headers; the last attempt takes the fields, earlier
+                // ones copy them.
+                let mut request = Request::new(body);
+                *request.method_mut() = outgoing.method.clone();
+                *request.uri_mut() = upstream_uri(outgoing.authority, outgoing.target.clone());
+                *request.version_mut() = http::Version::HTTP_2;
+                *request.headers_mut() = if outgoing.last_attempt {
+                    std::mem::take(outgoing.headers)
+                } else {
+                    outgoing.headers.clone()
+                };
+                outgoing.forwarding.apply(request.headers_mut());
                 match tokio::time::timeout(timeout, client.request(request)).await {
                     Ok(response) => Ok(response?.map(UpstreamBody::Http2)),
                     Err(_) => Err(Error::Timeout),
@@ -207,8 +235,8 @@ impl Error {
 impl Pool {
     async fn request(
         self: &Arc<Self>,
-        request: Request<RequestBody>,
-        forwarding: &Forwarding<'_>,
+        outgoing: &Outgoing<'_>,
+        body: RequestBody,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -227,7 +255,7 @@ impl Pool {
             }
         };
         let Pooled { conn, timer } = &mut *pooled;
-        let answer = before(timer.as_mut(), conn.exchange(request, forwarding))
+        let answer = before(timer.as_mut(), conn.exchange(outgoing, body))
             .await?
             .map_err(Error::Http1)?;
         let lease = Lease {
@@ -371,4 +399,12 @@ impl Body for UpstreamBody {
             UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }
+}
+
+fn upstream_uri(authority: &Authority, path: PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).unwrap_or_default()
 }

@@ -29,13 +29,13 @@ use http::header::{
     CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING,
     UPGRADE,
 };
-use http::{Method, Request, StatusCode, Version, response};
+use http::{Method, StatusCode, Version, response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use super::client::Lease;
-use crate::headers::{Forwarding, write_lines};
+use super::client::{Lease, Outgoing};
+use crate::headers::write_lines;
 use crate::proxy::{BodyError, RequestBody};
 
 /// Headers in a response head, as hyper allows by default.
@@ -152,14 +152,13 @@ impl Conn {
     /// the response body is read (an endpoint may echo as it reads).
     pub async fn exchange(
         &mut self,
-        request: Request<RequestBody>,
-        forwarding: &Forwarding<'_>,
+        request: &Outgoing<'_>,
+        body: RequestBody,
     ) -> Result<Answer, Failure> {
-        let (parts, body) = request.into_parts();
-        let head_request = parts.method == Method::HEAD;
-        let upgrade = parts.headers.contains_key(http::header::UPGRADE);
+        let head_request = *request.method == Method::HEAD;
+        let upgrade = request.forwarding.upgrade;
         self.write.clear();
-        let encoder = encode_head(&mut self.write, &parts, &body, forwarding);
+        let encoder = encode_head(&mut self.write, request, &body);
         self.upload = Some(Upload {
             body,
             encoder,
@@ -384,19 +383,13 @@ fn poll_read(
 /// Writes the request line and headers; says how the body will be framed
 /// (`None`: no body), adding `Content-Length` or `Transfer-Encoding` when
 /// the client's request had neither.
-fn encode_head(
-    out: &mut Vec<u8>,
-    parts: &http::request::Parts,
-    body: &RequestBody,
-    forwarding: &Forwarding<'_>,
-) -> Option<Encoder> {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, body: &RequestBody) -> Option<Encoder> {
+    out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(request.target.as_str().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    forwarding.write(&parts.headers, out);
-    let declared = parts
+    request.forwarding.write(request.headers, out);
+    let declared = request
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
