@@ -347,6 +347,7 @@ async fn forward(
             started: false,
             slot: slot.clone(),
         };
+        let sent = std::time::Instant::now();
         let outgoing = client::Outgoing {
             method: &parts.method,
             target: &path,
@@ -354,10 +355,9 @@ async fn forward(
             last_attempt: attempt == retries,
             authority: &endpoint.authority,
             forwarding: &forwarding,
+            sent,
         };
-
         let in_flight = endpoint.state.start();
-        let sent = std::time::Instant::now();
         let outcome = endpoint
             .client
             .request(outgoing, request_body, upstream.response_timeout)

@@ -108,6 +108,8 @@ pub struct Outgoing<'a> {
     pub last_attempt: bool,
     pub authority: &'a Authority,
     pub forwarding: &'a Forwarding<'a>,
+    /// When the attempt started.
+    pub sent: Instant,
 }
 
 /// An endpoint's response body.
@@ -239,8 +241,10 @@ impl Pool {
         body: RequestBody,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut pooled = match self.check_out() {
+        // The attempt's start stands for now: no clock read here.
+        let now = outgoing.sent;
+        let deadline = tokio::time::Instant::from_std(now) + timeout;
+        let mut pooled = match self.check_out(now) {
             Some(mut pooled) => {
                 pooled.timer.as_mut().reset(deadline);
                 pooled
@@ -267,10 +271,12 @@ impl Pool {
     }
 
     /// The newest idle connection still open and within `idle_timeout`.
-    fn check_out(&self) -> Option<Box<Pooled>> {
+    fn check_out(&self, now: Instant) -> Option<Box<Pooled>> {
         let mut idle = self.lock();
         while let Some(c) = idle.pop() {
-            if !c.pooled.conn.is_stale() && c.since.elapsed() < self.idle_timeout {
+            if !c.pooled.conn.is_stale()
+                && now.saturating_duration_since(c.since) < self.idle_timeout
+            {
                 return Some(c.pooled);
             }
         }
