@@ -177,12 +177,14 @@ impl Forwarding<'_> {
         let start = out.len();
         let (mut forwarded_for, mut host) = (false, false);
         for (name, value) in headers {
-            let keep = match name {
-                n if n == HOST => {
+            // One match on the name (lower case, as HeaderName keeps it)
+            // rather than a comparison per name of interest.
+            let keep = match name.as_str() {
+                "host" => {
                     host = true;
                     true
                 }
-                n if n == CONNECTION => {
+                "connection" => {
                     let options_only = value.to_str().is_ok_and(|v| {
                         v.split(',').map(str::trim).all(|t| {
                             t.is_empty()
@@ -200,20 +202,14 @@ impl Forwarding<'_> {
                     }
                     false
                 }
-                n if n == TE => value.as_bytes().eq_ignore_ascii_case(b"trailers"),
-                n if n == UPGRADE => self.upgrade,
-                n if n == EXPECT || n == TRAILER || n == TRANSFER_ENCODING => false,
-                n if *n == X_FORWARDED_FOR => {
+                "te" => value.as_bytes().eq_ignore_ascii_case(b"trailers"),
+                "upgrade" => self.upgrade,
+                "x-forwarded-for" => {
                     forwarded_for = true;
                     false
                 }
-                n if *n == X_FORWARDED_PROTO
-                    || *n == X_FORWARDED_HOST
-                    || *n == KEEP_ALIVE
-                    || *n == PROXY_CONNECTION =>
-                {
-                    false
-                }
+                "expect" | "trailer" | "transfer-encoding" | "x-forwarded-proto"
+                | "x-forwarded-host" | "keep-alive" | "proxy-connection" => false,
                 _ => true,
             };
             if keep {

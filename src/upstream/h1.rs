@@ -25,10 +25,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
-};
+use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version, response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
@@ -470,11 +467,8 @@ fn parse_head(
             let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
                 .map_err(|_| Failure::Invalid("bad header name"))?;
             let value = &head[value_start as usize..value_end as usize];
-            if !switching && seen.hop_by_hop(&name, value) {
+            if !switching && !seen.field(&name, value)? {
                 continue;
-            }
-            if name == CONTENT_LENGTH {
-                seen.content_length(value)?;
             }
             let value = HeaderValue::from_maybe_shared(head.slice_ref(value))
                 .map_err(|_| Failure::Invalid("bad header value"))?;
@@ -525,33 +519,38 @@ struct Seen {
 }
 
 impl Seen {
-    /// Notes a hop-by-hop field; false for an end-to-end one. A Connection
-    /// field naming other fields is kept, for them to be removed after.
-    fn hop_by_hop(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        if name == TRANSFER_ENCODING {
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            return true;
-        }
-        if name == CONNECTION {
-            let mut options_only = true;
-            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive = true;
-                } else if !token.is_empty() {
-                    options_only = false;
-                }
+    /// Notes what a field says; false for a hop-by-hop field, which is not
+    /// copied. A Connection field naming other fields is kept, for them to
+    /// be removed after. One match on the name (lower case, as HeaderName
+    /// keeps it) rather than a comparison per name of interest.
+    fn field(&mut self, name: &HeaderName, value: &[u8]) -> Result<bool, Failure> {
+        match name.as_str() {
+            "content-length" => {
+                self.content_length(value)?;
+                Ok(true)
             }
-            self.listed |= !options_only;
-            return options_only;
+            "transfer-encoding" => {
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                Ok(false)
+            }
+            "connection" => {
+                let mut options_only = true;
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.keep_alive = true;
+                    } else if !token.is_empty() {
+                        options_only = false;
+                    }
+                }
+                self.listed |= !options_only;
+                Ok(!options_only)
+            }
+            "te" | "trailer" | "upgrade" | "keep-alive" | "proxy-connection" => Ok(false),
+            _ => Ok(true),
         }
-        name == TE
-            || name == TRAILER
-            || name == UPGRADE
-            || name.as_str() == "keep-alive"
-            || name.as_str() == "proxy-connection"
     }
 
     fn content_length(&mut self, value: &[u8]) -> Result<(), Failure> {
