@@ -170,9 +170,10 @@ pub fn build(config: &UpstreamConfig, address: &str) -> UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// Sends `request`, failing with [`Error::Timeout`] if no response
-    /// head arrives within `timeout`; the lease (HTTP/1.1) must live as long
-    /// as the response body is read, and be released at its end.
+    /// Sends the request (`outgoing` and `body`), failing with
+    /// [`Error::Timeout`] if no response head arrives within `timeout`. An
+    /// HTTP/1.1 response body holds its connection and hands it back to the
+    /// pool at its end.
     pub async fn request(
         &self,
         outgoing: Outgoing<'_>,
