@@ -525,7 +525,8 @@ where
         .header_read_timeout(None)
         .max_buf_size(hard_limit.max(8192))
         .half_close(false)
-        .keep_alive(true);
+        .keep_alive(true)
+        .writev(false);
     Box::pin(http1.serve_connection(TokioIo::new(io), service.clone()))
 }
 
