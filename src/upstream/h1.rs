@@ -386,14 +386,17 @@ fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, body: &RequestBody) ->
     out.extend_from_slice(request.target.as_str().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     request.forwarding.write(request.headers, out);
-    let declared = request
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    // The declared length is looked up only for a request with a body.
+    let declared = || {
+        request
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
     let encoder = if body.is_end_stream() {
         None
-    } else if let Some(n) = declared {
+    } else if let Some(n) = declared() {
         Some(Encoder::Length(n))
     } else if let Some(n) = body.size_hint().exact() {
         out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
