@@ -132,8 +132,8 @@ pub enum Error {
     #[error("connecting: {0}")]
     Connect(#[source] io::Error),
     /// Sending the request or reading the response head failed.
-    #[error("{0}")]
-    Http1(#[source] Failure),
+    #[error(transparent)]
+    Http1(Failure),
     #[error(transparent)]
     Http2(#[from] hyper_util::client::legacy::Error),
     /// No response head within `response_timeout`.
