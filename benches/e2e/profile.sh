@@ -7,6 +7,7 @@
 #
 #   benches/e2e/profile.sh                 # N=20000 CONNS=50 PATH_=/small
 #   CALIBRATE=1 benches/e2e/profile.sh     # the same for examples/minimal_proxy.rs
+#   VG_OPTS="--cache-sim=yes" CONNS=256 benches/e2e/profile.sh   # cache misses too
 #   apt-get install nginx nghttp2-client valgrind
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -29,7 +30,7 @@ if [ -n "${CALIBRATE:-}" ]; then
   cmd=("$root/target/release/examples/minimal_proxy" 127.0.0.1:18084 127.0.0.1:18080)
 fi
 nginx -p "$work" -c "$work/nginx-backend.conf" 2>"$work/backend.log" &
-FULCRUM_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+FULCRUM_LOG=warn valgrind --tool=callgrind ${VG_OPTS:-} --callgrind-out-file="$work/cg.out" \
   "${cmd[@]}" 2>"$work/valgrind.log" &
 vg=$!
 for _ in $(seq 1 200); do

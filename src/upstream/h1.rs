@@ -77,6 +77,8 @@ pub struct Conn {
     done: bool,
     /// The request being sent, until all of it has been.
     upload: Option<Upload>,
+    /// The field names of the last response head.
+    names: Names,
 }
 
 /// How the body of a response is delimited.
@@ -115,6 +117,7 @@ impl Conn {
             write: Vec::new(),
             done: false,
             upload: None,
+            names: Names::default(),
         }
     }
 
@@ -173,7 +176,9 @@ impl Conn {
             // The response head may come before the body is all sent (an
             // early 413, say).
             loop {
-                if let Some(answer) = parse_head(&mut self.read, head_request, upgrade)? {
+                if let Some(answer) =
+                    parse_head(&mut self.read, &mut self.names, head_request, upgrade)?
+                {
                     return Poll::Ready(Ok(answer));
                 }
                 if self.read.len() > MAX_HEAD {
@@ -418,6 +423,7 @@ fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, body: &RequestBody) ->
 /// upgrade.
 fn parse_head(
     read: &mut BytesMut,
+    names: &mut Names,
     head_request: bool,
     upgrade: bool,
 ) -> Result<Option<Answer>, Failure> {
@@ -466,15 +472,18 @@ fn parse_head(
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         let mut seen = Seen::default();
         let mut headers = HeaderMap::with_capacity(count);
-        for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
-                .map_err(|_| Failure::Invalid("bad header name"))?;
+        for (i, &(name_start, name_end, value_start, value_end)) in
+            spans[..count].iter().enumerate()
+        {
+            let name = names.get(i, &head[name_start as usize..name_end as usize])?;
             let value = &head[value_start as usize..value_end as usize];
             if !switching && !seen.field(&name, value)? {
                 continue;
             }
-            let value = HeaderValue::from_maybe_shared(head.slice_ref(value))
-                .map_err(|_| Failure::Invalid("bad header value"))?;
+            let value = HeaderValue::from_maybe_shared(
+                head.slice(value_start as usize..value_end as usize),
+            )
+            .map_err(|_| Failure::Invalid("bad header value"))?;
             headers.append(name, value);
         }
         if seen.listed {
@@ -505,6 +514,50 @@ fn parse_head(
             framing,
             reuse: keep_alive && !ambiguous && framing != Framing::Close,
         }));
+    }
+}
+
+/// The field names of an endpoint's last response head, in order and as
+/// sent: an endpoint sends the same names in the same order response after
+/// response, and a name found here is compared, not parsed and looked up
+/// again.
+#[derive(Debug, Default)]
+struct Names {
+    /// The names as sent, one after another.
+    raw: Vec<u8>,
+    /// Where each ends in `raw`, and the name.
+    parsed: Vec<(usize, HeaderName)>,
+}
+
+/// How many field names of a response head [`Names`] keeps.
+const NAMES_KEPT: usize = 32;
+
+impl Names {
+    /// The `i`th field name of a response head: the last head's `i`th name
+    /// if it is sent the same, parsed and noted for the next head
+    /// otherwise (with the names after it forgotten).
+    fn get(&mut self, i: usize, sent: &[u8]) -> Result<HeaderName, Failure> {
+        let start = match i {
+            0 => 0,
+            _ => self.parsed.get(i - 1).map_or(usize::MAX, |&(end, _)| end),
+        };
+        if let Some((end, name)) = self.parsed.get(i)
+            && self.raw.get(start..*end) == Some(sent)
+        {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(sent).map_err(|_| Failure::Invalid("bad header name"))?;
+        if start == self.raw.len() || i < self.parsed.len() {
+            if i < self.parsed.len() {
+                self.parsed.truncate(i);
+                self.raw.truncate(start);
+            }
+            if i < NAMES_KEPT {
+                self.raw.extend_from_slice(sent);
+                self.parsed.push((self.raw.len(), name.clone()));
+            }
+        }
+        Ok(name)
     }
 }
 
@@ -834,4 +887,66 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     }
     let text = std::str::from_utf8(digits).ok()?;
     u64::from_str_radix(text, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_of(names: &mut Names, head: &[&str]) -> Vec<HeaderName> {
+        head.iter()
+            .enumerate()
+            .map(|(i, sent)| names.get(i, sent.as_bytes()).expect("valid name"))
+            .collect()
+    }
+
+    #[test]
+    fn names_are_the_same_whether_remembered_or_parsed() {
+        let mut names = Names::default();
+        let first = ["Server", "Date", "Content-Length", "X-Trace"];
+        let parsed: Vec<HeaderName> = first
+            .iter()
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap())
+            .collect();
+        assert_eq!(names_of(&mut names, &first), parsed);
+        // Again: every name comes from what was noted.
+        assert_eq!(names_of(&mut names, &first), parsed);
+        assert_eq!(names.parsed.len(), 4);
+
+        // A name sent in another case, one in another place, one more.
+        let second = ["Server", "content-length", "Date", "X-Trace", "Vary"];
+        let got = names_of(&mut names, &second);
+        let want: Vec<HeaderName> = second
+            .iter()
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap())
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(names.parsed.len(), 5);
+        assert_eq!(names.raw, b"Servercontent-lengthDateX-TraceVary");
+        // A shorter head after a longer one, then the longer one again.
+        assert_eq!(
+            names_of(&mut names, &["Server"]),
+            vec![HeaderName::from_static("server")]
+        );
+        assert_eq!(names_of(&mut names, &second), want);
+    }
+
+    #[test]
+    fn names_keep_a_bounded_number_and_reject_invalid_ones() {
+        let mut names = Names::default();
+        let many: Vec<String> = (0..NAMES_KEPT + 8)
+            .map(|i| format!("x-field-{i}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let got = names_of(&mut names, &many);
+        assert_eq!(got.len(), many.len());
+        assert_eq!(got[NAMES_KEPT + 7].as_str(), "x-field-39");
+        assert_eq!(names.parsed.len(), NAMES_KEPT);
+        assert!(matches!(
+            names.get(0, b"bad name"),
+            Err(Failure::Invalid(_))
+        ));
+        // The invalid name was not noted in place of a valid one.
+        assert_eq!(names.get(1, b"x-field-1").unwrap().as_str(), "x-field-1");
+    }
 }
