@@ -159,9 +159,10 @@ async fn slow_response_is_504() {
 
 #[tokio::test]
 async fn response_timeout_holds_on_a_reused_endpoint_connection() {
-    // Each endpoint connection has one timer, moved later for each request:
-    // neither the first request's deadline nor a stale one may cut a later
-    // request short, and a late response still times out.
+    // Each endpoint connection has one timer, left armed for an earlier
+    // request's deadline and moved on when it fires: neither the first
+    // request's deadline nor a stale one may cut a later request short, and
+    // a late response still times out.
     let b = Backend::spawn("a").await;
     let proxy = Proxy::start(&simple_config(
         &[&b],
@@ -178,8 +179,12 @@ async fn response_timeout_holds_on_a_reused_endpoint_connection() {
     let (status, headers, body) = get(&c, &proxy.url("/delay/2000")).await;
     assert_eq!(status, 504);
     assert_plain(&headers, &body, "response_timeout");
-    // The timed-out connection is closed; the next request gets a new one.
+    // The timed-out connection is closed; the next request gets a new one,
+    // its timer armed for 500 ms after it. The request after starts 300 ms
+    // later and takes 400 ms: the timer fires during it, and is moved on.
     assert_eq!(get(&c, &proxy.url("/")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(&c, &proxy.url("/delay/400")).await.0, 200);
     assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
