@@ -436,6 +436,11 @@ pin_project_lite::pin_project! {
         cancelled: WaitForCancellationFutureOwned,
         #[pin]
         timer: tokio::time::Sleep,
+        // The timer was armed since it was last polled: it must be polled
+        // to hold this task's waker. Otherwise it is polled only once it
+        // has fired (its waker stays registered; a poll per turn of the
+        // connection cost about 240 instructions per request).
+        timer_armed: bool,
     }
 }
 
@@ -490,6 +495,7 @@ fn serve_connection<S: Transport>(
         park: false,
         cancelled: stop.cancelled_owned(),
         timer: tokio::time::sleep(d.idle.min(d.header_read)),
+        timer_armed: true,
     }
 }
 
@@ -698,7 +704,11 @@ where
                     // than the last only updates the timer entry, so a busy
                     // connection pays nothing for this.
                     self.timer.as_mut().reset(deadline.min(now + PARK_AFTER));
+                    *self.timer_armed = true;
                 }
+            }
+            if !std::mem::take(self.timer_armed) && !self.timer.is_elapsed() {
+                return Poll::Pending;
             }
             while self.timer.as_mut().poll(task).is_ready() {
                 match self.activity.step(&deadlines, parkable) {
@@ -709,6 +719,7 @@ where
                         // yet flushed), tried again later.
                         *self.park = true;
                         self.timer.as_mut().reset(Instant::now() + PARK_AFTER);
+                        *self.timer_armed = true;
                         continue 'poll;
                     }
                     // A graceful close gets its own idle period, then is cut.
