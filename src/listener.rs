@@ -432,8 +432,13 @@ pin_project_lite::pin_project! {
         draining: bool,
         // The connection has been idle for PARK_AFTER.
         park: bool,
+        stop: CancellationToken,
+        // Polled once, to hold this task's waker; after that `stop` is
+        // only asked (polling it again took a lock of the token's waiters
+        // on every turn of the connection).
         #[pin]
         cancelled: WaitForCancellationFutureOwned,
+        cancel_registered: bool,
         #[pin]
         timer: tokio::time::Sleep,
         // The timer was armed since it was last polled: it must be polled
@@ -493,7 +498,9 @@ fn serve_connection<S: Transport>(
         detecting: true,
         draining: false,
         park: false,
-        cancelled: stop.cancelled_owned(),
+        cancelled: stop.clone().cancelled_owned(),
+        stop,
+        cancel_registered: false,
         timer: tokio::time::sleep(d.idle.min(d.header_read)),
         timer_armed: true,
     }
@@ -683,7 +690,7 @@ where
                 }
             }
 
-            if !*self.draining && self.cancelled.as_mut().poll(task).is_ready() {
+            if !*self.draining && self.stopped(task) {
                 *self.draining = true;
                 if !self.shut_down_gracefully() {
                     return Poll::Ready(End::Closed);
@@ -734,6 +741,17 @@ where
                 }
             }
             return Poll::Pending;
+        }
+    }
+
+    /// Whether the listener is stopping. Polls the token's future the first
+    /// time (its waker then stays registered, and a cancellation wakes this
+    /// task); asks the token after that.
+    fn stopped(&mut self, task: &mut Context<'_>) -> bool {
+        if std::mem::replace(self.cancel_registered, true) {
+            self.stop.is_cancelled()
+        } else {
+            self.cancelled.as_mut().poll(task).is_ready()
         }
     }
 
