@@ -461,22 +461,22 @@ fn service(
         let conflicting_length =
             !http2 && activity.conflicting_length.swap(false, Ordering::AcqRel);
         let guard = RequestGuard::start(&activity, http2);
-        let a = Arc::clone(&activity);
-        async move {
-            let snapshot = a.shared.snapshot.load_full();
-            let downstream = Downstream {
-                listener: snapshot
-                    .routes
-                    .listener_index(&a.listener)
-                    .unwrap_or(usize::MAX),
-                client: a.peer,
-                client_ip: a.client_ip.clone(),
-                https: a.https,
-                conflicting_length,
-            };
-            let response = proxy::handle(req, &downstream, snapshot, guard, &a.shared).await;
-            Ok::<_, Infallible>(response)
-        }
+        let snapshot = activity.shared.snapshot.load_full();
+        let downstream = Downstream {
+            listener: snapshot
+                .routes
+                .listener_index(&activity.listener)
+                .unwrap_or(usize::MAX),
+            client: activity.peer,
+            client_ip: activity.client_ip.clone(),
+            https: activity.https,
+            conflicting_length,
+        };
+        let shared = Arc::clone(&activity.shared);
+        futures_util::FutureExt::map(
+            proxy::handle(req, downstream, snapshot, guard, shared),
+            Ok::<_, Infallible>,
+        )
     })
 }
 

@@ -132,13 +132,19 @@ struct Finish {
 }
 
 /// Answers one request: never fails, every failure becomes a response.
-pub async fn handle(
+///
+/// A plain function returning the future, not an `async fn`: the request's
+/// future is moved as a whole and touched by every request of a
+/// connection, and an `async fn` holds each argument twice (`req` was held
+/// four times over, through `forward`). Here the request is split before
+/// the future is built, and `forward` borrows its head.
+pub fn handle(
     req: Request<Incoming>,
-    downstream: &Downstream,
+    downstream: Downstream,
     snapshot: Arc<Snapshot>,
     guard: RequestGuard,
-    shared: &Arc<Shared>,
-) -> Response<ResponseBody> {
+    shared: Arc<Shared>,
+) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
     let started = std::time::Instant::now();
     let entry = shared.access_log.as_ref().map(|_| {
         Box::new(Entry {
@@ -165,41 +171,53 @@ pub async fn handle(
             attempts: 0,
         })
     });
-    let mut outcome = Outcome::default();
-    let mut response = match forward(req, downstream, &snapshot, shared, &guard, &mut outcome).await
-    {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(%error, client = %downstream.client, "request answered by fulcrum");
-            error.to_response()
-        }
-    };
-    let status = response.status().as_u16();
-    let log = entry.map(|mut e| {
-        e.status = status;
-        e.route = outcome
-            .route
-            .map(|r| snapshot.routes.routes()[r].name.clone());
-        e.upstream = outcome.upstream;
-        e.endpoint = outcome.endpoint;
-        e.attempts = outcome.attempts;
-        (Arc::clone(shared), e)
-    });
-    let body = response.body_mut();
-    body._request = Some(guard);
-    body.finish = Some(Finish {
-        listener: downstream.listener,
-        route: outcome.route,
-        status,
-        started,
-        snapshot,
-        log,
-    });
-    response
+    let (mut parts, incoming) = req.into_parts();
+    async move {
+        let mut outcome = Outcome::default();
+        let forwarded = forward(
+            &mut parts,
+            incoming,
+            &downstream,
+            &snapshot,
+            &shared,
+            &guard,
+            &mut outcome,
+        );
+        let mut response = match forwarded.await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%error, client = %downstream.client, "request answered by fulcrum");
+                error.to_response()
+            }
+        };
+        let status = response.status().as_u16();
+        let log = entry.map(|mut e| {
+            e.status = status;
+            e.route = outcome
+                .route
+                .map(|r| snapshot.routes.routes()[r].name.clone());
+            e.upstream = outcome.upstream;
+            e.endpoint = outcome.endpoint;
+            e.attempts = outcome.attempts;
+            (Arc::clone(&shared), e)
+        });
+        let body = response.body_mut();
+        body._request = Some(guard);
+        body.finish = Some(Finish {
+            listener: downstream.listener,
+            route: outcome.route,
+            status,
+            started,
+            snapshot,
+            log,
+        });
+        response
+    }
 }
 
 async fn forward(
-    req: Request<Incoming>,
+    parts: &mut http::request::Parts,
+    incoming: Incoming,
     downstream: &Downstream,
     snapshot: &Snapshot,
     shared: &Arc<Shared>,
@@ -207,7 +225,7 @@ async fn forward(
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let limits = &snapshot.server;
-    if head_size(&req) > limits.max_header_bytes {
+    if head_size(parts) > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
     // hyper drops Content-Length when Transfer-Encoding is present (HTTP/1)
@@ -217,18 +235,18 @@ async fn forward(
         return Err(ProxyError::ConflictingLength);
     }
 
-    if req.method() == Method::CONNECT {
+    if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
     // The Host the client sent: the header, or the HTTP/2 :authority.
-    let mut hosts = req.headers().get_all(HOST).iter();
+    let mut hosts = parts.headers.get_all(HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
     let host_value: Option<HeaderValue> = match host_header {
         Some(h) => Some(h.clone()),
-        None => match req.uri().authority() {
+        None => match parts.uri.authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
             None => None,
         },
@@ -236,7 +254,7 @@ async fn forward(
     // An absolute-form target names its own host; one that disagrees with
     // Host is ambiguous (RFC 9112 says the target wins, caches and endpoints
     // may use Host): refuse it rather than guess.
-    if let (Some(authority), Some(host)) = (req.uri().authority(), host_header)
+    if let (Some(authority), Some(host)) = (parts.uri.authority(), host_header)
         && !authority
             .as_str()
             .as_bytes()
@@ -251,37 +269,36 @@ async fn forward(
             v.to_str()
                 .map_err(|_| ProxyError::BadRequest("Host is not valid text"))?,
         ),
-        None if req.version() == Version::HTTP_11 => {
+        None if parts.version == Version::HTTP_11 => {
             return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
         }
         None => None,
     };
     let route = snapshot
         .routes
-        .find(downstream.listener, host, req.uri().path())
+        .find(downstream.listener, host, parts.uri.path())
         .ok_or(ProxyError::NoRoute)?;
     let upstream = &snapshot.upstreams[route.upstream];
     outcome.route = Some(route.index);
     outcome.upstream = Some(upstream.name.clone());
 
     if limits.max_request_body > 0
-        && content_length(&req).is_some_and(|n| n > limits.max_request_body)
+        && content_length(&parts.headers).is_some_and(|n| n > limits.max_request_body)
     {
         return Err(ProxyError::BodyTooLarge);
     }
 
-    let upgrade = headers::is_upgrade_request(req.headers())
-        && req.version() == Version::HTTP_11
+    let upgrade = headers::is_upgrade_request(&parts.headers)
+        && parts.version == Version::HTTP_11
         && upstream.protocol == Protocol::Http1;
     // The connection hands its socket over once the 101 is written.
     let downstream_upgrade = upgrade.then(|| guard.on_upgrade());
 
-    let (mut parts, incoming) = req.into_parts();
     // Hashed once, before headers are rewritten (the key is the client's).
     let key = upstream
         .balancer
         .hash_key()
-        .and_then(|k| crate::balance::hash_key::hash(k, &parts, downstream.client.ip()));
+        .and_then(|k| crate::balance::hash_key::hash(k, parts, downstream.client.ip()));
     let path = parts
         .uri
         .path_and_query()
@@ -563,8 +580,8 @@ async fn splice(downstream: crate::listener::OnUpgrade, upstream: (TcpStream, By
 }
 
 /// The declared Content-Length, if one valid value is present.
-fn content_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
         .get(CONTENT_LENGTH)?
         .to_str()
         .ok()?
@@ -574,13 +591,14 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
 }
 
 /// The size of the request head as written on the wire by HTTP/1.1.
-fn head_size<B>(req: &Request<B>) -> usize {
-    let uri = req.uri();
+fn head_size(parts: &http::request::Parts) -> usize {
+    let uri = &parts.uri;
     let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.scheme_str().map_or(0, |s| s.len() + 3);
-    let line = req.method().as_str().len() + target + 12;
-    req.headers()
+    let line = parts.method.as_str().len() + target + 12;
+    parts
+        .headers
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }

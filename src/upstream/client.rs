@@ -23,7 +23,7 @@
 //! registration, removal, and moving the response through). A request does
 //! not move it: armed for an earlier request's deadline, it fires early at
 //! most once per `response_timeout` and is then moved on to the deadline of
-//! the request it finds (`before`). Moving it per request cost about 160
+//! the request it finds (`Before`). Moving it per request cost about 160
 //! instructions.
 //!
 //! HTTP/2 (`protocol = "http2"`): hyper-util's client, which multiplexes
@@ -31,13 +31,14 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -176,33 +177,46 @@ impl UpstreamClient {
     /// [`Error::Timeout`] if no response head arrives within `timeout`. An
     /// HTTP/1.1 response body holds its connection and hands it back to the
     /// pool at its end.
-    pub async fn request(
-        &self,
+    ///
+    /// A plain function returning the future of the protocol in use, so that
+    /// the request's future (moved as a whole, and touched by every request
+    /// of a connection) holds one copy of its arguments, not two as an
+    /// `async fn`'s does; the HTTP/2 future is boxed.
+    pub fn request<'a>(
+        &'a self,
+        outgoing: Outgoing<'a>,
+        body: RequestBody,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + Send + 'a {
+        match self {
+            UpstreamClient::Http1(pool) => Either::Left(pool.request(outgoing, body, timeout)),
+            UpstreamClient::Http2(client) => Either::Right(Box::pin(Self::http2_request(
+                client, outgoing, body, timeout,
+            ))),
+        }
+    }
+
+    async fn http2_request(
+        client: &Client<HttpConnector, RequestBody>,
         outgoing: Outgoing<'_>,
         body: RequestBody,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, Error> {
-        match self {
-            UpstreamClient::Http1(pool) => pool.request(&outgoing, body, timeout).await,
-            UpstreamClient::Http2(client) => {
-                // HTTP/2 needs the scheme and authority for its
-                // pseudo-headers; the last attempt takes the fields, earlier
-                // ones copy them.
-                let mut request = Request::new(body);
-                *request.method_mut() = outgoing.method.clone();
-                *request.uri_mut() = upstream_uri(outgoing.authority, outgoing.target.clone());
-                *request.version_mut() = http::Version::HTTP_2;
-                *request.headers_mut() = if outgoing.last_attempt {
-                    std::mem::take(outgoing.headers)
-                } else {
-                    outgoing.headers.clone()
-                };
-                outgoing.forwarding.apply(request.headers_mut());
-                match tokio::time::timeout(timeout, client.request(request)).await {
-                    Ok(response) => Ok(response?.map(UpstreamBody::Http2)),
-                    Err(_) => Err(Error::Timeout),
-                }
-            }
+        // HTTP/2 needs the scheme and authority for its pseudo-headers; the
+        // last attempt takes the fields, earlier ones copy them.
+        let mut request = Request::new(body);
+        *request.method_mut() = outgoing.method.clone();
+        *request.uri_mut() = upstream_uri(outgoing.authority, outgoing.target.clone());
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = if outgoing.last_attempt {
+            std::mem::take(outgoing.headers)
+        } else {
+            outgoing.headers.clone()
+        };
+        outgoing.forwarding.apply(request.headers_mut());
+        match tokio::time::timeout(timeout, client.request(request)).await {
+            Ok(response) => Ok(response?.map(UpstreamBody::Http2)),
+            Err(_) => Err(Error::Timeout),
         }
     }
 }
@@ -238,44 +252,51 @@ impl Error {
 }
 
 impl Pool {
-    async fn request(
-        self: &Arc<Self>,
-        outgoing: &Outgoing<'_>,
+    /// See [`UpstreamClient::request`] for why this is not an `async fn`
+    /// (520 bytes against 936).
+    #[allow(clippy::manual_async_fn)]
+    fn request<'a>(
+        self: &'a Arc<Self>,
+        outgoing: Outgoing<'a>,
         body: RequestBody,
         timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, Error> {
-        // The attempt's start stands for now: no clock read here.
-        let now = outgoing.sent;
-        let deadline = tokio::time::Instant::from_std(now) + timeout;
-        let mut pooled = match self.check_out(now) {
-            Some(mut pooled) => {
-                // A timer still armed for an earlier deadline is left so: if
-                // it fires first, `before` moves it on (one timer update
-                // per response_timeout, not one per request).
-                if pooled.timer.is_elapsed() || pooled.timer.deadline() > deadline {
-                    pooled.timer.as_mut().reset(deadline);
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + Send + 'a {
+        async move {
+            // The attempt's start stands for now: no clock read here.
+            let now = outgoing.sent;
+            let deadline = tokio::time::Instant::from_std(now) + timeout;
+            let mut pooled = match self.check_out(now) {
+                Some(mut pooled) => {
+                    // A timer still armed for an earlier deadline is left so:
+                    // if it fires first, `Before` moves it on (one timer
+                    // update per response_timeout, not one per request).
+                    if pooled.timer.is_elapsed() || pooled.timer.deadline() > deadline {
+                        pooled.timer.as_mut().reset(deadline);
+                    }
+                    pooled
                 }
-                pooled
-            }
-            None => {
-                let mut timer = Box::pin(tokio::time::sleep_until(deadline));
-                let io = before(timer.as_mut(), deadline, self.connect()).await??;
-                Box::new(Pooled {
-                    conn: Conn::new(io),
-                    timer,
-                })
-            }
-        };
-        let Pooled { conn, timer } = &mut *pooled;
-        let answer = before(timer.as_mut(), deadline, conn.exchange(outgoing, body))
-            .await?
-            .map_err(Error::Http1)?;
-        let lease = Lease {
-            pool: Arc::clone(self),
-            pooled,
-        };
-        let body = h1::ResponseBody::new(lease, answer.framing);
-        Ok(Response::from_parts(answer.head, UpstreamBody::Http1(body)))
+                None => {
+                    let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+                    // Boxed: rarely needed, and larger than the exchange.
+                    let connect = Box::pin(self.connect());
+                    let io = Before::new(timer.as_mut(), deadline, connect).await??;
+                    Box::new(Pooled {
+                        conn: Conn::new(io),
+                        timer,
+                    })
+                }
+            };
+            let Pooled { conn, timer } = &mut *pooled;
+            let answer = Before::new(timer.as_mut(), deadline, conn.exchange(&outgoing, body))
+                .await?
+                .map_err(Error::Http1)?;
+            let lease = Lease {
+                pool: Arc::clone(self),
+                pooled,
+            };
+            let body = h1::ResponseBody::new(lease, answer.framing);
+            Ok(Response::from_parts(answer.head, UpstreamBody::Http1(body)))
+        }
     }
 
     /// The newest idle connection still open and within `idle_timeout`.
@@ -338,28 +359,45 @@ impl Lease {
     }
 }
 
-/// The output of `future`, or [`Error::Timeout`] if it is not ready by
-/// `deadline`. `timer` may be armed for an earlier moment (never a later
-/// one): when it fires before `deadline`, it is moved on to it.
-async fn before<F: Future>(
-    mut timer: Pin<&mut Sleep>,
-    deadline: tokio::time::Instant,
-    future: F,
-) -> Result<F::Output, Error> {
-    let mut future = pin!(future);
-    std::future::poll_fn(|task| {
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(task) {
-            return std::task::Poll::Ready(Ok(output));
+pin_project_lite::pin_project! {
+    /// The output of `future`, or [`Error::Timeout`] if it is not ready by
+    /// `deadline`. `timer` may be armed for an earlier moment (never a later
+    /// one): when it fires before `deadline`, it is moved on to it. A
+    /// struct rather than an `async fn`, which would hold `future` twice.
+    struct Before<'t, F> {
+        timer: Pin<&'t mut Sleep>,
+        deadline: tokio::time::Instant,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<'t, F: Future> Before<'t, F> {
+    fn new(timer: Pin<&'t mut Sleep>, deadline: tokio::time::Instant, future: F) -> Self {
+        Self {
+            timer,
+            deadline,
+            future,
         }
-        while timer.as_mut().poll(task).is_ready() {
-            if tokio::time::Instant::now() >= deadline {
-                return std::task::Poll::Ready(Err(Error::Timeout));
+    }
+}
+
+impl<F: Future> Future for Before<'_, F> {
+    type Output = Result<F::Output, Error>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(task) {
+            return Poll::Ready(Ok(output));
+        }
+        while this.timer.as_mut().poll(task).is_ready() {
+            if tokio::time::Instant::now() >= *this.deadline {
+                return Poll::Ready(Err(Error::Timeout));
             }
-            timer.as_mut().reset(deadline);
+            this.timer.as_mut().reset(*this.deadline);
         }
-        std::task::Poll::Pending
-    })
-    .await
+        Poll::Pending
+    }
 }
 
 /// Closes connections idle past `idle_timeout`; ends when the pool is gone
