@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side CPU cost per proxied request: nginx, HAProxy and fulcrum, each
 # with one worker pinned to CPU 1; wrk and the nginx endpoint on CPU 0.
-# Prints one markdown table per scenario (medians of ROUNDS rounds) and the
-# idle-connection memory table. Skips a peer that is not installed.
+# Prints one markdown table per scenario (medians of ROUNDS rounds), the
+# per-round ratios of fulcrum to the best peer, and the idle-connection
+# memory table. Skips a peer that is not installed.
 #
 #   benches/e2e/run.sh            # ROUNDS=3 DURATION=10 by default
 #   WORKERS=2 benches/e2e/run.sh  # each proxy with 2 workers, nothing pinned
@@ -74,18 +75,31 @@ rss_kib() { local m=0; for p in "$@"; do v=$(awk '/VmRSS/ {print $2}' "/proc/$p/
 tck=$(getconf CLK_TCK)
 
 declare -A results
+# Every proxy runs from the start, side by side (all pinned to the same CPU;
+# the idle ones cost nothing measurable), and the contenders take turns
+# within each scenario of each round, in an order rotated per round and per
+# scenario. The figures a ratio compares are then taken seconds apart, not
+# minutes: this machine's speed drifts by 20% over minutes, the same for
+# every contender.
+for c in "${contenders[@]}"; do
+  if [ "$c" != direct ]; then taskset -c "$proxy_cpus" ${start_cmd[$c]} >"$work/$c.log" 2>&1 & fi
+done
+sleep 1
+declare -A pids_for
+for c in "${contenders[@]}"; do
+  pids_for[$c]=""; [ "$c" != direct ] && pids_for[$c]=$(pids_of "$c")
+done
 scenarios=("small 50" "small 256" "4k 50")
 for round in $(seq "$ROUNDS"); do
-  # Each round starts one contender later, so none always runs first or last.
-  order=()
-  for i in $(seq 0 $((${#contenders[@]} - 1))); do
-    order+=("${contenders[$(( (i + round - 1) % ${#contenders[@]} ))]}")
-  done
-  for c in "${order[@]}"; do
-    if [ "$c" != direct ]; then taskset -c "$proxy_cpus" ${start_cmd[$c]} >"$work/$c.log" 2>&1 & sleep 1; fi
-    pids=$(pids_of "$c"); [ "$c" = direct ] && pids=""
-    for s in "${scenarios[@]}"; do
-      set -- $s; path=$1; conns=$2
+  for si in "${!scenarios[@]}"; do
+    s=${scenarios[$si]}
+    set -- $s; path=$1; conns=$2
+    order=()
+    for i in $(seq 0 $((${#contenders[@]} - 1))); do
+      order+=("${contenders[$(( (i + round - 1 + si) % ${#contenders[@]} ))]}")
+    done
+    for c in "${order[@]}"; do
+      pids=${pids_for[$c]}
       url="http://127.0.0.1:${port[$c]}/$path"
       taskset -c "$load_cpus" wrk -t"$WORKERS" -c"$conns" -d2s "$url" >/dev/null 2>&1 || true  # warm-up
       before=$(cpu_ticks $pids); before_user=$(user_ticks $pids)
@@ -101,14 +115,17 @@ for round in $(seq "$ROUNDS"); do
       user=$(awk -v t=$((after_user - before_user)) -v r="$reqs" -v k="$tck" 'BEGIN { if (r > 0) printf "%.1f", t * 1000000 / k / r; else print "n/a" }')
       results["$c|$s|$round"]="$rps $p50 $p99 $us $(hwm_kib $pids) $user $errors"
     done
-    if [ "$c" != direct ]; then kill $pids 2>/dev/null || true; sleep 0.5; fi
   done
 done
+for c in "${contenders[@]}"; do
+  [ "$c" != direct ] && { kill ${pids_for[$c]} 2>/dev/null || true; }
+done
+sleep 1
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 if [ "$WORKERS" = 1 ]; then placement="proxy on CPU 1, wrk and the endpoint on CPU 0"; else placement="proxy with $WORKERS workers, wrk -t$WORKERS and the endpoint, none pinned"; fi
-echo "$(date -u +%Y-%m-%d), $(nproc) cores, ROUNDS=$ROUNDS DURATION=${DURATION}s; $placement; contender order rotated each round"
+echo "$(date -u +%Y-%m-%d), $(nproc) cores, ROUNDS=$ROUNDS DURATION=${DURATION}s; $placement; contenders take turns within each scenario, order rotated"
 for s in "${scenarios[@]}"; do
   set -- $s
   echo
@@ -124,6 +141,31 @@ for s in "${scenarios[@]}"; do
     [ "$c" = direct ] && { us="-"; rss="-"; rounds="-"; user="-"; }
     echo "| $c | $rps | ${p50} ms | ${p99} ms | $us | $user | $rounds | $rss |"
   done
+  # Each round's fulcrum figure against the best peer's of the same round
+  # (taken seconds apart), and its p99 against nginx's.
+  if [ -n "${results[fulcrum|$s|1]:-}" ]; then
+    ratios=(); p99s=()
+    for r in $(seq "$ROUNDS"); do
+      f=$(echo "${results[fulcrum|$s|$r]}" | awk '{print $4}'); best=""
+      for c in nginx haproxy; do
+        [ -n "${results[$c|$s|$r]:-}" ] || continue
+        v=$(echo "${results[$c|$s|$r]}" | awk '{print $4}')
+        if [ -z "$best" ] || awk -v a="$v" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$v; fi
+      done
+      [ -n "$best" ] && ratios+=("$(awk -v a="$f" -v b="$best" 'BEGIN { printf "%.2f", a / b }')")
+      if [ -n "${results[nginx|$s|$r]:-}" ]; then
+        fp=$(echo "${results[fulcrum|$s|$r]}" | awk '{print $3}'); np=$(echo "${results[nginx|$s|$r]}" | awk '{print $3}')
+        p99s+=("$(awk -v a="$fp" -v b="$np" 'BEGIN { printf "%.2f", a / b }')")
+      fi
+    done
+    if [ ${#ratios[@]} -gt 0 ]; then
+      echo
+      echo "fulcrum / best peer, CPU per request, each round: $(IFS=/; echo "${ratios[*]}"); median $(printf '%s\n' "${ratios[@]}" | median)"
+    fi
+    if [ ${#p99s[@]} -gt 0 ]; then
+      echo "fulcrum / nginx, p99, each round: $(IFS=/; echo "${p99s[*]}"); median $(printf '%s\n' "${p99s[@]}" | median)"
+    fi
+  fi
 done
 
 echo
