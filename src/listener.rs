@@ -471,6 +471,7 @@ fn service(
             client_ip: activity.client_ip.clone(),
             https: activity.https,
             conflicting_length,
+            started: std::time::Instant::now(),
         };
         let shared = Arc::clone(&activity.shared);
         futures_util::FutureExt::map(

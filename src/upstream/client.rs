@@ -367,6 +367,9 @@ pin_project_lite::pin_project! {
     struct Before<'t, F> {
         timer: Pin<&'t mut Sleep>,
         deadline: tokio::time::Instant,
+        // The timer holds this task's waker: polled once, it need not be
+        // polled again until it has fired.
+        registered: bool,
         #[pin]
         future: F,
     }
@@ -377,6 +380,7 @@ impl<'t, F: Future> Before<'t, F> {
         Self {
             timer,
             deadline,
+            registered: false,
             future,
         }
     }
@@ -390,12 +394,16 @@ impl<F: Future> Future for Before<'_, F> {
         if let Poll::Ready(output) = this.future.poll(task) {
             return Poll::Ready(Ok(output));
         }
+        if *this.registered && !this.timer.is_elapsed() {
+            return Poll::Pending;
+        }
         while this.timer.as_mut().poll(task).is_ready() {
             if tokio::time::Instant::now() >= *this.deadline {
                 return Poll::Ready(Err(Error::Timeout));
             }
             this.timer.as_mut().reset(*this.deadline);
         }
+        *this.registered = true;
         Poll::Pending
     }
 }

@@ -482,9 +482,9 @@ fn parse_head(
         for (i, &(name_start, name_end, value_start, value_end)) in
             spans[..count].iter().enumerate()
         {
-            let name = names.get(i, &head[name_start as usize..name_end as usize])?;
+            let (name, kind) = names.get(i, &head[name_start as usize..name_end as usize])?;
             let value = &head[value_start as usize..value_end as usize];
-            if !switching && !seen.field(&name, value)? {
+            if !switching && !seen.field(kind, value)? {
                 continue;
             }
             let value = HeaderValue::from_maybe_shared(
@@ -532,8 +532,8 @@ fn parse_head(
 struct Names {
     /// The names as sent, one after another.
     raw: Vec<u8>,
-    /// Where each ends in `raw`, and the name.
-    parsed: Vec<(usize, HeaderName)>,
+    /// Where each ends in `raw`, the name, and what it is to framing.
+    parsed: Vec<(usize, HeaderName, Kind)>,
 }
 
 /// How many field names of a response head [`Names`] keeps.
@@ -543,17 +543,18 @@ impl Names {
     /// The `i`th field name of a response head: the last head's `i`th name
     /// if it is sent the same, parsed and noted for the next head
     /// otherwise (with the names after it forgotten).
-    fn get(&mut self, i: usize, sent: &[u8]) -> Result<HeaderName, Failure> {
+    fn get(&mut self, i: usize, sent: &[u8]) -> Result<(HeaderName, Kind), Failure> {
         let start = match i {
             0 => 0,
-            _ => self.parsed.get(i - 1).map_or(usize::MAX, |&(end, _)| end),
+            _ => self.parsed.get(i - 1).map_or(usize::MAX, |&(end, ..)| end),
         };
-        if let Some((end, name)) = self.parsed.get(i)
+        if let Some((end, name, kind)) = self.parsed.get(i)
             && self.raw.get(start..*end) == Some(sent)
         {
-            return Ok(name.clone());
+            return Ok((name.clone(), *kind));
         }
         let name = HeaderName::from_bytes(sent).map_err(|_| Failure::Invalid("bad header name"))?;
+        let kind = Kind::of(&name);
         if start == self.raw.len() || i < self.parsed.len() {
             if i < self.parsed.len() {
                 self.parsed.truncate(i);
@@ -561,10 +562,36 @@ impl Names {
             }
             if i < NAMES_KEPT {
                 self.raw.extend_from_slice(sent);
-                self.parsed.push((self.raw.len(), name.clone()));
+                self.parsed.push((self.raw.len(), name.clone(), kind));
             }
         }
-        Ok(name)
+        Ok((name, kind))
+    }
+}
+
+/// What a response field is to the framing of the message and to the
+/// connection: known once per name, then remembered with it ([`Names`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Another hop-by-hop field: not forwarded.
+    HopByHop,
+    Other,
+}
+
+impl Kind {
+    /// One match on the name (lower case, as HeaderName keeps it) rather
+    /// than a comparison per name of interest.
+    fn of(name: &HeaderName) -> Self {
+        match name.as_str() {
+            "content-length" => Kind::ContentLength,
+            "transfer-encoding" => Kind::TransferEncoding,
+            "connection" => Kind::Connection,
+            "te" | "trailer" | "upgrade" | "keep-alive" | "proxy-connection" => Kind::HopByHop,
+            _ => Kind::Other,
+        }
     }
 }
 
@@ -584,20 +611,19 @@ struct Seen {
 impl Seen {
     /// Notes what a field says; false for a hop-by-hop field, which is not
     /// copied. A Connection field naming other fields is kept, for them to
-    /// be removed after. One match on the name (lower case, as HeaderName
-    /// keeps it) rather than a comparison per name of interest.
-    fn field(&mut self, name: &HeaderName, value: &[u8]) -> Result<bool, Failure> {
-        match name.as_str() {
-            "content-length" => {
+    /// be removed after.
+    fn field(&mut self, kind: Kind, value: &[u8]) -> Result<bool, Failure> {
+        match kind {
+            Kind::ContentLength => {
                 self.content_length(value)?;
                 Ok(true)
             }
-            "transfer-encoding" => {
+            Kind::TransferEncoding => {
                 let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
                 Ok(false)
             }
-            "connection" => {
+            Kind::Connection => {
                 let mut options_only = true;
                 for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     if token.eq_ignore_ascii_case(b"close") {
@@ -611,8 +637,8 @@ impl Seen {
                 self.listed |= !options_only;
                 Ok(!options_only)
             }
-            "te" | "trailer" | "upgrade" | "keep-alive" | "proxy-connection" => Ok(false),
-            _ => Ok(true),
+            Kind::HopByHop => Ok(false),
+            Kind::Other => Ok(true),
         }
     }
 
@@ -903,7 +929,7 @@ mod tests {
     fn names_of(names: &mut Names, head: &[&str]) -> Vec<HeaderName> {
         head.iter()
             .enumerate()
-            .map(|(i, sent)| names.get(i, sent.as_bytes()).expect("valid name"))
+            .map(|(i, sent)| names.get(i, sent.as_bytes()).expect("valid name").0)
             .collect()
     }
 
@@ -939,6 +965,31 @@ mod tests {
     }
 
     #[test]
+    fn names_remember_what_each_is_to_framing() {
+        let mut names = Names::default();
+        let head = [
+            "Content-Length",
+            "Connection",
+            "Keep-Alive",
+            "Transfer-Encoding",
+            "X-Other",
+        ];
+        let want = [
+            Kind::ContentLength,
+            Kind::Connection,
+            Kind::HopByHop,
+            Kind::TransferEncoding,
+            Kind::Other,
+        ];
+        // Parsed the first time, remembered the second.
+        for _ in 0..2 {
+            for (i, sent) in head.iter().enumerate() {
+                assert_eq!(names.get(i, sent.as_bytes()).unwrap().1, want[i], "{sent}");
+            }
+        }
+    }
+
+    #[test]
     fn names_keep_a_bounded_number_and_reject_invalid_ones() {
         let mut names = Names::default();
         let many: Vec<String> = (0..NAMES_KEPT + 8)
@@ -954,6 +1005,6 @@ mod tests {
             Err(Failure::Invalid(_))
         ));
         // The invalid name was not noted in place of a valid one.
-        assert_eq!(names.get(1, b"x-field-1").unwrap().as_str(), "x-field-1");
+        assert_eq!(names.get(1, b"x-field-1").unwrap().0.as_str(), "x-field-1");
     }
 }
