@@ -148,7 +148,6 @@ pub fn handle(
     guard: RequestGuard,
     shared: Arc<Shared>,
 ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
-    let started = downstream.started;
     let entry = shared.access_log.as_ref().map(|_| {
         Box::new(Entry {
             time: std::time::SystemTime::now(),
@@ -210,7 +209,7 @@ pub fn handle(
             listener: downstream.listener,
             route: outcome.route,
             status,
-            started,
+            started: downstream.started,
             snapshot,
             log,
         });
