@@ -444,7 +444,7 @@ pin_project_lite::pin_project! {
         // The timer was armed since it was last polled: it must be polled
         // to hold this task's waker. Otherwise it is polled only once it
         // has fired (its waker stays registered; a poll per turn of the
-        // connection cost about 240 instructions per request).
+        // connection cost about 110 instructions per request in all).
         timer_armed: bool,
     }
 }

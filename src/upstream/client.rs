@@ -23,8 +23,8 @@
 //! registration, removal, and moving the response through). A request does
 //! not move it: armed for an earlier request's deadline, it fires early at
 //! most once per `response_timeout` and is then moved on to the deadline of
-//! the request it finds (`Before`). Moving it per request cost about 160
-//! instructions.
+//! the request it finds (`Before`). Moving it per request cost about 100
+//! instructions (callgrind, 22,326 -> 22,231).
 //!
 //! HTTP/2 (`protocol = "http2"`): hyper-util's client, which multiplexes
 //! requests over one connection.
@@ -83,8 +83,8 @@ struct Idle {
 }
 
 /// A connection and its `response_timeout` timer: one per connection,
-/// armed for the deadline of this request or an earlier one. Boxed once per connection, so that a
-/// lease moves as two pointers.
+/// armed for the deadline of this request or an earlier one. Boxed once
+/// per connection, so that a lease moves as two pointers.
 #[derive(Debug)]
 pub(super) struct Pooled {
     pub(super) conn: Conn,

@@ -555,15 +555,13 @@ impl Names {
         }
         let name = HeaderName::from_bytes(sent).map_err(|_| Failure::Invalid("bad header name"))?;
         let kind = Kind::of(&name);
-        if start == self.raw.len() || i < self.parsed.len() {
-            if i < self.parsed.len() {
-                self.parsed.truncate(i);
-                self.raw.truncate(start);
-            }
-            if i < NAMES_KEPT {
-                self.raw.extend_from_slice(sent);
-                self.parsed.push((self.raw.len(), name.clone(), kind));
-            }
+        // Noted only in sequence: names after a gap (beyond NAMES_KEPT) are
+        // not, and `start` is then not used.
+        if i <= self.parsed.len() && i < NAMES_KEPT {
+            self.parsed.truncate(i);
+            self.raw.truncate(start);
+            self.raw.extend_from_slice(sent);
+            self.parsed.push((self.raw.len(), name.clone(), kind));
         }
         Ok((name, kind))
     }
