@@ -39,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod diff;
 pub mod error;
+pub mod h1_server;
 pub mod h2_guard;
 pub mod headers;
 pub mod listener;

@@ -34,6 +34,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
+use crate::h1_server::{self, Ended};
 use crate::h2_guard::{Abuse, FrameWatch};
 use crate::proxy::{self, Downstream};
 use crate::state::Shared;
@@ -402,6 +403,8 @@ enum Detected {
 type H1<S, Svc> = http1::Connection<TokioIo<Tracked<S>>, Svc>;
 /// hyper's HTTP/2 server connection over a client socket.
 type H2<S, Svc> = http2::Connection<TokioIo<Tracked<S>>, Svc, TokioExecutor>;
+/// fulcrum's own HTTP/1.1 server side over a client socket.
+type Own<S, F> = h1_server::Server<Tracked<S>, F>;
 
 pin_project_lite::pin_project! {
     #[project = ConnectionProj]
@@ -413,19 +416,24 @@ pin_project_lite::pin_project! {
     /// connection (with its read and write buffers, 16 KiB and up) is
     /// dropped and the socket is waited on alone; the next bytes start a new
     /// one, after the bytes hyper had read ahead (pipelining), replayed.
-    struct Connection<S, Svc>
+    struct Connection<S, Svc, H, F>
     where
         S: Transport,
         Svc: HttpService<Incoming>,
     {
-        // Exactly one of these three holds the socket.
+        // Exactly one of these four holds the socket.
         // While the protocol is being detected, and while parked.
         io: Option<Tracked<S>>,
+        // While fulcrum serves plain HTTP/1.1 requests itself.
+        own: Option<Pin<Box<Own<S, F>>>>,
         // While hyper serves HTTP/1.
         h1: Option<Pin<Box<H1<S, Svc>>>>,
         // While hyper serves HTTP/2 (to the end).
         h2: Option<Pin<Box<H2<S, Svc>>>>,
         service: Svc,
+        // Starts a plain request (`plain_request`, a function item: no
+        // bytes).
+        handler: H,
         activity: Arc<Activity>,
         held: Held,
         detecting: bool,
@@ -449,7 +457,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// The connection's service: each request to the proxy.
+/// The connection's service for hyper: each request to the proxy.
 fn service(
     activity: Arc<Activity>,
 ) -> impl HttpService<Incoming, ResBody = proxy::ResponseBody, Future: Send + 'static>
@@ -458,27 +466,46 @@ fn service(
 + 'static {
     service_fn(move |req: hyper::Request<Incoming>| {
         let http2 = req.version() == http::Version::HTTP_2;
-        let conflicting_length =
-            !http2 && activity.conflicting_length.swap(false, Ordering::AcqRel);
-        let guard = RequestGuard::start(&activity, http2);
-        let snapshot = activity.shared.snapshot.load_full();
-        let downstream = Downstream {
-            listener: snapshot
-                .routes
-                .listener_index(&activity.listener)
-                .unwrap_or(usize::MAX),
-            client: activity.peer,
-            client_ip: activity.client_ip.clone(),
-            https: activity.https,
-            conflicting_length,
-            started: std::time::Instant::now(),
-        };
-        let shared = Arc::clone(&activity.shared);
+        let (parts, incoming) = req.into_parts();
         futures_util::FutureExt::map(
-            proxy::handle(req, downstream, snapshot, guard, shared),
+            answer(&activity, parts, Some(incoming), http2),
             Ok::<_, Infallible>,
         )
     })
+}
+
+/// A plain HTTP/1.1 request read by fulcrum's own server side
+/// (`h1_server`): no body.
+fn plain_request(
+    activity: &Arc<Activity>,
+    parts: http::request::Parts,
+) -> impl Future<Output = hyper::Response<proxy::ResponseBody>> + Send + use<> {
+    answer(activity, parts, None, false)
+}
+
+/// Starts the proxy on one request of the connection.
+fn answer(
+    activity: &Arc<Activity>,
+    parts: http::request::Parts,
+    incoming: Option<Incoming>,
+    http2: bool,
+) -> impl Future<Output = hyper::Response<proxy::ResponseBody>> + Send + use<> {
+    let conflicting_length = !http2 && activity.conflicting_length.swap(false, Ordering::AcqRel);
+    let guard = RequestGuard::start(activity, http2);
+    let snapshot = activity.shared.snapshot.load_full();
+    let downstream = Downstream {
+        listener: snapshot
+            .routes
+            .listener_index(&activity.listener)
+            .unwrap_or(usize::MAX),
+        client: activity.peer,
+        client_ip: activity.client_ip.clone(),
+        https: activity.https,
+        conflicting_length,
+        started: std::time::Instant::now(),
+    };
+    let shared = Arc::clone(&activity.shared);
+    proxy::handle(parts, incoming, downstream, snapshot, guard, shared)
 }
 
 /// Serves `stream` until it closes, is cut, or the listener stops.
@@ -491,9 +518,11 @@ fn serve_connection<S: Transport>(
     let d = held.deadlines;
     Connection {
         io: Some(Tracked::new(stream, &activity, held.max_header_bytes)),
+        own: None,
         h1: None,
         h2: None,
         service: service(Arc::clone(&activity)),
+        handler: plain_request,
         activity,
         held,
         detecting: true,
@@ -522,6 +551,16 @@ where
 {
     let parts = Pin::into_inner(h1.take()?).into_parts();
     Some((parts.io.into_inner(), parts.read_buf))
+}
+
+/// fulcrum's own HTTP/1.1 server side over `io`, starting with the bytes
+/// `io` holds to replay.
+fn own_connection<S: Transport, F>(mut io: Tracked<S>) -> Pin<Box<Own<S, F>>>
+where
+    F: Future<Output = hyper::Response<proxy::ResponseBody>>,
+{
+    let read_ahead = std::mem::take(&mut io.replay);
+    Box::pin(h1_server::Server::new(io, &read_ahead))
 }
 
 /// hyper's HTTP/1 connection over `io`.
@@ -566,13 +605,15 @@ where
     Box::pin(http2.serve_connection(TokioIo::new(io), service.clone()))
 }
 
-impl<S, Svc> Future for Connection<S, Svc>
+impl<S, Svc, H, F> Future for Connection<S, Svc, H, F>
 where
     S: Transport,
     Svc: HttpService<Incoming, ResBody = proxy::ResponseBody, Future: Send + 'static>
         + Clone
         + Send
         + 'static,
+    H: Fn(&Arc<Activity>, http::request::Parts) -> F,
+    F: Future<Output = hyper::Response<proxy::ResponseBody>>,
 {
     type Output = ();
 
@@ -591,13 +632,15 @@ where
     }
 }
 
-impl<S, Svc> ConnectionProj<'_, S, Svc>
+impl<S, Svc, H, F> ConnectionProj<'_, S, Svc, H, F>
 where
     S: Transport,
     Svc: HttpService<Incoming, ResBody = proxy::ResponseBody, Future: Send + 'static>
         + Clone
         + Send
         + 'static,
+    H: Fn(&Arc<Activity>, http::request::Parts) -> F,
+    F: Future<Output = hyper::Response<proxy::ResponseBody>>,
 {
     /// Polls until the connection ends or nothing can progress.
     fn poll_turns(&mut self, task: &mut Context<'_>) -> Poll<End> {
@@ -605,7 +648,41 @@ where
         'poll: loop {
             // The connection first, so a read that starts a request head
             // re-arms the timer in the same pass.
-            if let Some(conn) = self.h1.as_mut() {
+            if let Some(own) = self.own.as_mut() {
+                let (handler, activity) = (&*self.handler, &*self.activity);
+                let polled = own
+                    .as_mut()
+                    .poll_serve(task, &|parts| handler(activity, parts));
+                match polled {
+                    Poll::Ready(Ended::Closed) => return Poll::Ready(End::Closed),
+                    Poll::Ready(Ended::Io(error)) => return Poll::Ready(End::Io(error)),
+                    Poll::Ready(Ended::Hyper) => {
+                        // A request that is not plain: hyper serves the
+                        // connection from it on, until it parks.
+                        if let Some((mut tracked, read_ahead)) = own.as_mut().take_io() {
+                            tracked.replay = read_ahead;
+                            *self.h1 = Some(http1_connection(tracked, self.service, hard_limit));
+                        }
+                        *self.own = None;
+                        continue;
+                    }
+                    Poll::Pending
+                        if std::mem::take(self.park)
+                            && !*self.draining
+                            && own.is_idle()
+                            && self.activity.is_idle() =>
+                    {
+                        if let Some((mut tracked, read_ahead)) = own.as_mut().take_io() {
+                            tracked.park(&read_ahead);
+                            *self.io = Some(tracked);
+                            self.held.open.parked(true);
+                        }
+                        *self.own = None;
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            } else if let Some(conn) = self.h1.as_mut() {
                 match conn.as_mut().poll(task) {
                     Poll::Ready(Err(error)) => return Poll::Ready(End::Error(error)),
                     Poll::Ready(Ok(())) => {
@@ -665,7 +742,7 @@ where
                         Poll::Ready(Ok(Detected::Http1)) => {
                             *self.detecting = false;
                             if let Some(io) = self.io.take() {
-                                *self.h1 = Some(http1_connection(io, self.service, hard_limit));
+                                *self.own = Some(own_connection(io));
                             }
                             continue;
                         }
@@ -685,7 +762,7 @@ where
                     tracked.unpark();
                     self.held.open.parked(false);
                     if let Some(io) = self.io.take() {
-                        *self.h1 = Some(http1_connection(io, self.service, hard_limit));
+                        *self.own = Some(own_connection(io));
                     }
                     continue;
                 }
@@ -700,7 +777,7 @@ where
             }
 
             let deadlines = self.held.deadlines;
-            let parkable = self.h1.is_some() && !*self.draining;
+            let parkable = (self.own.is_some() || self.h1.is_some()) && !*self.draining;
             if self.activity.rearm.swap(false, Ordering::AcqRel) {
                 // Re-armed by a read just made: its time stands for now (no
                 // clock read per request; a deadline computed from a
@@ -760,7 +837,9 @@ where
     /// does not hold the connection (detecting or parked: nothing is in
     /// flight, it can close now).
     fn shut_down_gracefully(&mut self) -> bool {
-        if let Some(conn) = self.h1.as_mut() {
+        if let Some(own) = self.own.as_mut() {
+            own.as_mut().graceful_shutdown();
+        } else if let Some(conn) = self.h1.as_mut() {
             conn.as_mut().graceful_shutdown();
         } else if let Some(conn) = self.h2.as_mut() {
             conn.as_mut().graceful_shutdown();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
@@ -142,7 +142,8 @@ struct Finish {
 /// four times over, through `forward`). Here the request is split before
 /// the future is built, and `forward` borrows its head.
 pub fn handle(
-    req: Request<Incoming>,
+    mut parts: http::request::Parts,
+    incoming: Option<Incoming>,
     downstream: Downstream,
     snapshot: Arc<Snapshot>,
     guard: RequestGuard,
@@ -152,18 +153,18 @@ pub fn handle(
         Box::new(Entry {
             time: std::time::SystemTime::now(),
             client: downstream.client,
-            method: req.method().clone(),
-            host: req
-                .headers()
+            method: parts.method.clone(),
+            host: parts
+                .headers
                 .get(HOST)
                 .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                .or_else(|| parts.uri.authority().map(|a| a.as_str()))
                 .map(str::to_owned),
-            path: req
-                .uri()
+            path: parts
+                .uri
                 .path_and_query()
-                .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
-            version: req.version(),
+                .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+            version: parts.version,
             status: 0,
             bytes: 0,
             duration: Duration::ZERO,
@@ -173,7 +174,6 @@ pub fn handle(
             attempts: 0,
         })
     });
-    let (mut parts, incoming) = req.into_parts();
     async move {
         let mut outcome = Outcome::default();
         let forwarded = forward(
@@ -219,7 +219,7 @@ pub fn handle(
 
 async fn forward(
     parts: &mut http::request::Parts,
-    incoming: Incoming,
+    incoming: Option<Incoming>,
     downstream: &Downstream,
     snapshot: &Snapshot,
     shared: &Arc<Shared>,
@@ -317,12 +317,12 @@ async fn forward(
     };
 
     let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let empty_body = incoming.is_end_stream();
+    let empty_body = incoming.as_ref().is_none_or(Body::is_end_stream);
     let retries = upstream.retries;
     let may_retry = retries > 0;
     let slot = (may_retry && !empty_body).then(|| Arc::new(Mutex::new(None)));
     // An empty body is sent as none at all, and so can always be sent again.
-    let mut body = (!empty_body).then_some(incoming);
+    let mut body = incoming.filter(|_| !empty_body);
 
     // At most retries + 1 <= 11 attempts (config caps retries at 10).
     let mut tried = [usize::MAX; 11];

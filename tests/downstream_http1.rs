@@ -1,0 +1,286 @@
+//! The client side of HTTP/1.1 as fulcrum serves it itself (plain requests)
+//! and through hyper (the rest), seen on the wire: pipelining across the
+//! hand-off, response framing, a client that leaves, the drain.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Reads HTTP/1.1 responses off one client connection.
+struct Responses {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One response as it came: the head's lines (status line first) and the
+/// body, de-chunked when it was chunked.
+#[derive(Debug)]
+struct Answer {
+    lines: Vec<String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn status(&self) -> &str {
+        &self.lines[0]
+    }
+
+    /// The values of field `name` (written lowercase), in order.
+    fn fields(&self, name: &str) -> Vec<&str> {
+        let prefix = format!("{name}: ");
+        self.lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .collect()
+    }
+
+    fn body(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+}
+
+impl Responses {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// More bytes, within WAIT; false at the end of the stream.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+            .await
+            .expect("response within the wait")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    async fn line(&mut self) -> String {
+        loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8(self.buf[..at].to_vec()).unwrap();
+                self.buf.drain(..at + 2);
+                return line;
+            }
+            assert!(self.fill().await, "the connection ended within a line");
+        }
+    }
+
+    async fn exactly(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill().await, "the connection ended within a body");
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// The next response; `head`: it answers a HEAD request (no body).
+    async fn next(&mut self, head: bool) -> Answer {
+        let mut lines = vec![self.line().await];
+        loop {
+            let line = self.line().await;
+            if line.is_empty() {
+                break;
+            }
+            lines.push(line);
+        }
+        let mut answer = Answer {
+            lines,
+            body: Vec::new(),
+        };
+        let status: u16 = answer.status()[9..12].parse().unwrap();
+        if head || status == 204 || status == 304 {
+            return answer;
+        }
+        if answer.fields("transfer-encoding") == ["chunked"] {
+            loop {
+                let size = usize::from_str_radix(&self.line().await, 16).unwrap();
+                let data = self.exactly(size).await;
+                assert_eq!(self.line().await, "");
+                if size == 0 {
+                    break;
+                }
+                answer.body.extend_from_slice(&data);
+            }
+        } else {
+            let length = answer.fields("content-length");
+            assert_eq!(length.len(), 1, "{answer:?}");
+            answer.body = self.exactly(length[0].parse().unwrap()).await;
+        }
+        answer
+    }
+
+    /// Whether the server closed the connection (nothing more came).
+    async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_cross_the_hand_off_to_hyper_and_back() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut r = Responses::new(stream);
+    // A plain request, one with a body (hyper's), a plain one: one write.
+    r.stream
+        .write_all(
+            b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n\
+              POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello\
+              GET /three HTTP/1.1\r\nhost: x\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    for body in ["a", "5", "a"] {
+        let answer = r.next(false).await;
+        assert_eq!((answer.status(), answer.body()), ("HTTP/1.1 200 OK", body));
+    }
+    r.stream
+        .write_all(b"GET /four HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(r.next(false).await.body(), "a");
+    let uris: Vec<String> = b
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.uri.clone())
+        .collect();
+    assert_eq!(uris, ["/one", "/consume", "/three", "/four"]);
+}
+
+/// An endpoint answering by path, keep-alive: `/length`, `/chunked`,
+/// `/to-close` (no length: the body ends with its connection), `/none`
+/// (204), `/dated` (with its own Date).
+async fn framing_endpoint() -> std::net::SocketAddr {
+    raw_backend(|mut s: TcpStream| async move {
+        loop {
+            let head = read_head(&mut s).await;
+            let Some(path) = head.split(' ').nth(1) else {
+                return;
+            };
+            let reply: &[u8] = match path {
+                "/length" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Custom: v\r\n\r\nhello",
+                "/chunked" => {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                }
+                "/to-close" => b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+                "/none" => b"HTTP/1.1 204 No Content\r\n\r\n",
+                "/dated" => {
+                    b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 1\r\n\r\nd"
+                }
+                _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            };
+            if s.write_all(reply).await.is_err() || path == "/to-close" {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn responses_are_framed_as_hyper_frames_them() {
+    let endpoint = framing_endpoint().await;
+    let proxy = Proxy::start(&config_for(&[endpoint], "", "")).await;
+    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut r = Responses::new(stream);
+    let mut ask = async |method: &str, path: &str| {
+        let request = format!("{method} {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+        r.stream.write_all(request.as_bytes()).await.unwrap();
+        r.next(method == "HEAD").await
+    };
+
+    let a = ask("GET", "/length").await;
+    assert_eq!(a.status(), "HTTP/1.1 200 OK");
+    assert_eq!((a.fields("content-length"), a.body()), (vec!["5"], "hello"));
+    assert_eq!(a.fields("x-custom"), ["v"], "names lowercase: {a:?}");
+    assert_eq!(a.fields("date").len(), 1, "{a:?}");
+
+    let a = ask("HEAD", "/length").await;
+    assert_eq!(a.fields("content-length"), ["5"], "{a:?}");
+
+    let a = ask("GET", "/chunked").await;
+    assert_eq!(a.fields("transfer-encoding"), ["chunked"], "{a:?}");
+    assert_eq!(a.body(), "hello world");
+
+    // No length from the endpoint: chunked to the client, and the client's
+    // connection stays open.
+    let a = ask("GET", "/to-close").await;
+    assert_eq!(a.fields("transfer-encoding"), ["chunked"], "{a:?}");
+    assert_eq!(a.fields("connection"), Vec::<&str>::new(), "{a:?}");
+    assert_eq!(a.body(), "until the end");
+
+    let a = ask("GET", "/none").await;
+    assert_eq!(a.status(), "HTTP/1.1 204 No Content");
+    assert!(a.fields("content-length").is_empty(), "{a:?}");
+
+    let a = ask("GET", "/dated").await;
+    assert_eq!(a.fields("date"), ["Mon, 01 Jan 2024 00:00:00 GMT"], "{a:?}");
+    assert_eq!(a.body(), "d");
+
+    // fulcrum's own answers are framed the same way.
+    let a = ask("GET", "/missing").await;
+    assert_eq!(a.status(), "HTTP/1.1 404 Not Found");
+    assert_eq!(a.fields("content-length"), ["0"], "{a:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_request_ends_it_at_the_endpoint() {
+    let (got, mut got_rx) = mpsc::unbounded_channel();
+    let (ended, mut ended_rx) = mpsc::unbounded_channel();
+    let endpoint = raw_backend(move |mut s: TcpStream| {
+        let (got, ended) = (got.clone(), ended.clone());
+        async move {
+            read_head(&mut s).await;
+            let _ = got.send(());
+            // Never answers; waits for fulcrum to let go.
+            let mut rest = [0u8; 64];
+            while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
+            let _ = ended.send(());
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config_for(&[endpoint], "", "")).await;
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, got_rx.recv())
+        .await
+        .expect("the request reached the endpoint");
+    drop(client);
+    tokio::time::timeout(WAIT, ended_rx.recv())
+        .await
+        .expect("the endpoint connection was closed once the client left");
+}
+
+#[tokio::test]
+async fn the_response_in_flight_at_a_drain_says_connection_close() {
+    let b = Backend::spawn("a").await;
+    let mut proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut r = Responses::new(stream);
+    r.stream
+        .write_all(b"GET /delay/300 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    eventually(WAIT, || async { b.hits() == 1 }).await;
+    let drained = proxy.shutdown();
+    let a = r.next(false).await;
+    assert_eq!((a.status(), a.body()), ("HTTP/1.1 200 OK", "a"));
+    assert_eq!(a.fields("connection"), ["close"], "{a:?}");
+    assert!(r.closed().await, "the connection closes after it");
+    tokio::time::timeout(WAIT, drained).await.unwrap().unwrap();
+}
