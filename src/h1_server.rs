@@ -409,6 +409,13 @@ impl Head {
             return Ok((None, Framing::Length(0), true));
         }
         let mut last = status == StatusCode::SWITCHING_PROTOCOLS || self.draining;
+        // An HTTP/1.1 endpoint's fields, already as lines (the map is then
+        // empty); taken before the drain adds its field to the map.
+        let raw = if parts.headers.is_empty() {
+            body.raw_head()
+        } else {
+            None
+        };
         if self.draining {
             // Keep-alive is off: said so, as hyper says it.
             match parts.headers.entry(header::CONNECTION) {
@@ -450,6 +457,20 @@ impl Head {
         };
         let mut framing = Framing::Length(0);
         let (mut wrote_len, mut wrote_date) = (false, false);
+        if let Some(raw) = raw {
+            out.extend_from_slice(&raw.lines);
+            wrote_date = raw.date;
+            if raw.length {
+                // As hyper does with a Content-Length field: the body's
+                // own length frames it (204 and 304 never come as lines).
+                wrote_len = true;
+                framing = match len {
+                    BodyLen::Known(known) => Framing::Length(known),
+                    BodyLen::None => Framing::Length(0),
+                    BodyLen::Unknown => Framing::Close,
+                };
+            }
+        }
         // A field's first line is open: its further values join it.
         let mut open = false;
         let mut must_write_chunked = false;

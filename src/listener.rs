@@ -168,6 +168,11 @@ struct Tracked<S> {
     replay: Bytes,
     /// Upgraded: the bytes are no longer HTTP.
     passthrough: bool,
+    /// fulcrum's own server side reads the connection: heads are not
+    /// scanned, as it hands every head with a Content-Length or a
+    /// Transfer-Encoding to hyper, and those are scanned then
+    /// (`hand_to_hyper`).
+    plain: bool,
 }
 
 enum Step {
@@ -468,7 +473,7 @@ fn service(
         let http2 = req.version() == http::Version::HTTP_2;
         let (parts, incoming) = req.into_parts();
         futures_util::FutureExt::map(
-            answer(&activity, parts, Some(incoming), http2),
+            answer(&activity, parts, Some(incoming), http2, false),
             Ok::<_, Infallible>,
         )
     })
@@ -480,15 +485,17 @@ fn plain_request(
     activity: &Arc<Activity>,
     parts: http::request::Parts,
 ) -> impl Future<Output = hyper::Response<proxy::ResponseBody>> + Send + use<> {
-    answer(activity, parts, None, false)
+    answer(activity, parts, None, false, true)
 }
 
-/// Starts the proxy on one request of the connection.
+/// Starts the proxy on one request of the connection; `plain`: fulcrum's
+/// own server side writes the response.
 fn answer(
     activity: &Arc<Activity>,
     parts: http::request::Parts,
     incoming: Option<Incoming>,
     http2: bool,
+    plain: bool,
 ) -> impl Future<Output = hyper::Response<proxy::ResponseBody>> + Send + use<> {
     let conflicting_length = !http2 && activity.conflicting_length.swap(false, Ordering::AcqRel);
     let guard = RequestGuard::start(activity, http2);
@@ -503,6 +510,7 @@ fn answer(
         https: activity.https,
         conflicting_length,
         started: std::time::Instant::now(),
+        plain,
     };
     let shared = Arc::clone(&activity.shared);
     proxy::handle(parts, incoming, downstream, snapshot, guard, shared)
@@ -560,6 +568,7 @@ where
     F: Future<Output = hyper::Response<proxy::ResponseBody>>,
 {
     let read_ahead = std::mem::take(&mut io.replay);
+    io.plain = true;
     Box::pin(h1_server::Server::new(io, &read_ahead))
 }
 
@@ -660,7 +669,11 @@ where
                         // A request that is not plain: hyper serves the
                         // connection from it on, until it parks.
                         if let Some((mut tracked, read_ahead)) = own.as_mut().take_io() {
-                            tracked.replay = read_ahead;
+                            if let Err(abuse) = tracked.hand_to_hyper(read_ahead) {
+                                let _ = self.activity.refused.set(abuse);
+                                let refused = io::Error::new(io::ErrorKind::InvalidData, abuse);
+                                return Poll::Ready(End::Io(refused));
+                            }
                             *self.h1 = Some(http1_connection(tracked, self.service, hard_limit));
                         }
                         *self.own = None;
@@ -1055,6 +1068,7 @@ impl<S> Tracked<S> {
             h2: None,
             replay: Bytes::new(),
             passthrough: false,
+            plain: false,
         }
     }
 
@@ -1082,6 +1096,22 @@ impl<S> Tracked<S> {
             a.rearm.store(true, Ordering::Release);
         }
         self.activity.read_blocked.store(false, Ordering::Relaxed);
+    }
+
+    /// Hands the connection from fulcrum's own server side to hyper:
+    /// `read_ahead` (read, not served, beginning with a request head) is
+    /// scanned as a head just read would have been, and replayed.
+    fn hand_to_hyper(&mut self, read_ahead: Bytes) -> Result<(), Abuse> {
+        self.plain = false;
+        self.head.clear();
+        self.scanning = !read_ahead.is_empty();
+        let scanned = if self.scanning {
+            self.scan_head(&read_ahead)
+        } else {
+            Ok(())
+        };
+        self.replay = read_ahead;
+        scanned
     }
 
     /// Checks bytes just read: an HTTP/2 client's frames, or the HTTP/1
@@ -1212,7 +1242,7 @@ impl<S: AsyncRead + Unpin> Tracked<S> {
                 a.reading_head.store(true, Ordering::Release);
                 a.rearm.store(true, Ordering::Release);
                 self.head.clear();
-                self.scanning = true;
+                self.scanning = !self.plain;
             }
             if let Err(abuse) = self.check(&buf.filled()[before..]) {
                 // h2 never sees these bytes; the failed read ends the connection.

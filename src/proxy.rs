@@ -43,6 +43,9 @@ pub struct Downstream {
     /// When the request began to be handled: the start of its duration,
     /// and of its first attempt.
     pub started: std::time::Instant,
+    /// fulcrum's own HTTP/1.1 server side answers it (`h1_server`): an
+    /// HTTP/1.1 endpoint's response fields may come as lines, not a map.
+    pub plain: bool,
 }
 
 /// The body sent to an endpoint: the client's body, streamed, under
@@ -381,6 +384,7 @@ async fn forward(
             authority: &endpoint.authority,
             forwarding: &forwarding,
             sent,
+            raw_head: downstream.plain,
         };
         let in_flight = endpoint.state.start();
         let outcome = endpoint
@@ -612,6 +616,15 @@ fn head_size(parts: &http::request::Parts) -> usize {
 }
 
 impl ResponseBody {
+    /// The endpoint's response fields, when they came as lines and not in
+    /// the response's map.
+    pub fn raw_head(&self) -> Option<&crate::upstream::RawHead> {
+        match &self.kind {
+            Kind::Upstream { inner, .. } => inner.raw_head(),
+            Kind::Full(_) => None,
+        }
+    }
+
     /// A complete body written by fulcrum.
     pub fn full(data: Bytes) -> Self {
         Self {

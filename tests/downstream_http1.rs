@@ -284,3 +284,26 @@ async fn the_response_in_flight_at_a_drain_says_connection_close() {
     assert!(r.closed().await, "the connection closes after it");
     tokio::time::timeout(WAIT, drained).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_length_conflict_after_a_plain_request_is_still_400() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut r = Responses::new(stream);
+    r.stream
+        .write_all(b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(r.next(false).await.body(), "a");
+    r.stream
+        .write_all(
+            b"POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\
+              transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let a = r.next(false).await;
+    assert_eq!(a.status(), "HTTP/1.1 400 Bad Request", "{a:?}");
+    assert_eq!(b.hits(), 1, "the conflicting request reached nobody");
+}

@@ -113,6 +113,10 @@ pub struct Outgoing<'a> {
     pub forwarding: &'a Forwarding<'a>,
     /// When the attempt started.
     pub sent: Instant,
+    /// An HTTP/1.1 endpoint's response fields may come as lines
+    /// (`h1::RawHead`) instead of a map: fulcrum's own server side writes
+    /// the response.
+    pub raw_head: bool,
 }
 
 /// An endpoint's response body.
@@ -122,6 +126,16 @@ pub enum UpstreamBody {
     Http2(Incoming),
     /// Nothing (a 101 response, whose connection went to the upgrade).
     Empty,
+}
+
+impl UpstreamBody {
+    /// The response's fields, when they came as lines, not in its map.
+    pub fn raw_head(&self) -> Option<&super::RawHead> {
+        match self {
+            UpstreamBody::Http1(body) => body.raw_head(),
+            UpstreamBody::Http2(_) | UpstreamBody::Empty => None,
+        }
+    }
 }
 
 /// What reading an endpoint's response body can fail with.
@@ -294,7 +308,7 @@ impl Pool {
                 pool: Arc::clone(self),
                 pooled,
             };
-            let body = h1::ResponseBody::new(lease, answer.framing);
+            let body = h1::ResponseBody::new(lease, answer.framing, answer.raw);
             Ok(Response::from_parts(answer.head, UpstreamBody::Http1(body)))
         }
     }

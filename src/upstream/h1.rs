@@ -79,6 +79,9 @@ pub struct Conn {
     upload: Option<Upload>,
     /// The field names of the last response head.
     names: Names,
+    /// Where a response head's fields are written as the client will get
+    /// them ([`RawHead`]); its allocation serves response after response.
+    raw: BytesMut,
 }
 
 /// How the body of a response is delimited.
@@ -96,10 +99,26 @@ pub enum Framing {
 /// A response head and what follows it.
 #[derive(Debug)]
 pub struct Answer {
+    /// With an empty header map when the fields are in `raw`.
     pub head: response::Parts,
     pub framing: Framing,
     /// Whether the connection may carry another exchange after this one.
     reuse: bool,
+    pub raw: Option<RawHead>,
+}
+
+/// A response's fields as fulcrum's own HTTP/1.1 server side writes them:
+/// `name: value` lines, names lowercase (as hyper writes them), hop-by-hop
+/// fields left out. Built instead of a header map when the request asked
+/// for it (`Outgoing::raw_head`) and nothing needs the map: the fields go
+/// from one buffer to the other without a map in between.
+#[derive(Debug)]
+pub struct RawHead {
+    pub lines: Bytes,
+    /// A Date field is among them.
+    pub date: bool,
+    /// A Content-Length field is among them (one).
+    pub length: bool,
 }
 
 /// How the request body is written.
@@ -118,6 +137,7 @@ impl Conn {
             done: false,
             upload: None,
             names: Names::default(),
+            raw: BytesMut::new(),
         }
     }
 
@@ -176,8 +196,9 @@ impl Conn {
             // The response head may come before the body is all sent (an
             // early 413, say).
             loop {
+                let raw = request.raw_head.then_some(&mut self.raw);
                 if let Some(answer) =
-                    parse_head(&mut self.read, &mut self.names, head_request, upgrade)?
+                    parse_head(&mut self.read, &mut self.names, head_request, upgrade, raw)?
                 {
                     return Poll::Ready(Ok(answer));
                 }
@@ -433,6 +454,7 @@ fn parse_head(
     names: &mut Names,
     head_request: bool,
     upgrade: bool,
+    raw: Option<&mut BytesMut>,
 ) -> Result<Option<Answer>, Failure> {
     loop {
         if read.is_empty() {
@@ -476,33 +498,24 @@ fn parse_head(
             );
         }
         let head = read.split_to(len).freeze();
+        let spans = &spans[..count];
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-        let mut seen = Seen::default();
-        let mut headers = HeaderMap::with_capacity(count);
-        for (i, &(name_start, name_end, value_start, value_end)) in
-            spans[..count].iter().enumerate()
-        {
-            let (name, kind) = names.get(i, &head[name_start as usize..name_end as usize])?;
-            let value = &head[value_start as usize..value_end as usize];
-            if !switching && !seen.field(kind, value)? {
-                continue;
+        // 204 and 304 keep the map: hyper leaves their Content-Length out.
+        let raw = raw.filter(|_| !switching && !matches!(code, 204 | 304));
+        let (headers, seen, raw) = match raw {
+            Some(buf) => match raw_fields(&head, spans, names, buf)? {
+                Some((seen, raw)) => (HeaderMap::new(), seen, Some(raw)),
+                None => {
+                    let (headers, seen) = map_fields(&head, spans, names, false)?;
+                    (headers, seen, None)
+                }
+            },
+            None => {
+                let (headers, seen) = map_fields(&head, spans, names, switching)?;
+                (headers, seen, None)
             }
-            let value = HeaderValue::from_maybe_shared(
-                head.slice(value_start as usize..value_end as usize),
-            )
-            .map_err(|_| Failure::Invalid("bad header value"))?;
-            headers.append(name, value);
-        }
-        if seen.listed {
-            // The Connection field names other fields: they go too.
-            crate::headers::strip_hop_by_hop(&mut headers, false);
-        }
+        };
         let framing = framing(status, &seen, head_request, upgrade)?;
-        if seen.chunked.is_some() {
-            // Transfer-Encoding overrides Content-Length, which must not
-            // reach the client beside a body framed some other way.
-            headers.remove(CONTENT_LENGTH);
-        }
         // Framed two ways (RFC 9112, 6.3): the connection is not trusted
         // with another message.
         let ambiguous =
@@ -520,8 +533,88 @@ fn parse_head(
             head,
             framing,
             reuse: keep_alive && !ambiguous && framing != Framing::Close,
+            raw,
         }));
     }
+}
+
+/// Where a field's name and value lie in a response head.
+type Span = (u32, u32, u32, u32);
+
+/// The fields of a response head in a header map, hop-by-hop fields left
+/// out (a 101, `switching`, keeps them all for the upgrade).
+fn map_fields(
+    head: &Bytes,
+    spans: &[Span],
+    names: &mut Names,
+    switching: bool,
+) -> Result<(HeaderMap, Seen), Failure> {
+    let mut seen = Seen::default();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (i, &(name_start, name_end, value_start, value_end)) in spans.iter().enumerate() {
+        let (name, kind) = names.get(i, &head[name_start as usize..name_end as usize])?;
+        let value = &head[value_start as usize..value_end as usize];
+        if !switching && !seen.field(kind, value)? {
+            continue;
+        }
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(value_start as usize..value_end as usize))
+                .map_err(|_| Failure::Invalid("bad header value"))?;
+        headers.append(name, value);
+    }
+    if seen.listed {
+        // The Connection field names other fields: they go too.
+        crate::headers::strip_hop_by_hop(&mut headers, false);
+    }
+    if seen.chunked.is_some() {
+        // Transfer-Encoding overrides Content-Length, which must not
+        // reach the client beside a body framed some other way.
+        headers.remove(CONTENT_LENGTH);
+    }
+    Ok((headers, seen))
+}
+
+/// The fields of a response head as [`RawHead`] lines, written into `buf`;
+/// `None` when one of them needs the map: a Connection naming other fields,
+/// Content-Length repeated or beside Transfer-Encoding. (Trailer is
+/// hop-by-hop here, as in RFC 2616's list: never kept.)
+fn raw_fields(
+    head: &Bytes,
+    spans: &[Span],
+    names: &mut Names,
+    buf: &mut BytesMut,
+) -> Result<Option<(Seen, RawHead)>, Failure> {
+    let mut seen = Seen::default();
+    let (mut date, mut lengths) = (false, 0);
+    buf.clear();
+    buf.reserve(head.len());
+    for (i, &(name_start, name_end, value_start, value_end)) in spans.iter().enumerate() {
+        let (name, kind) = names.get(i, &head[name_start as usize..name_end as usize])?;
+        // httparse admits the bytes a header value may hold, no others.
+        let value = &head[value_start as usize..value_end as usize];
+        if !seen.field(kind, value)? {
+            continue;
+        }
+        match kind {
+            Kind::ContentLength => lengths += 1,
+            Kind::Connection => return Ok(None),
+            _ if name == http::header::DATE => date = true,
+            _ => {}
+        }
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value);
+        buf.extend_from_slice(b"\r\n");
+    }
+    if lengths > 1 || (lengths > 0 && seen.chunked.is_some()) {
+        return Ok(None);
+    }
+    let raw = RawHead {
+        lines: buf.split().freeze(),
+        date,
+        length: lengths > 0,
+    };
+    Ok(Some((seen, raw)))
 }
 
 /// The field names of an endpoint's last response head, in order and as
@@ -700,6 +793,7 @@ enum Decode {
 #[derive(Debug)]
 pub struct ResponseBody {
     lease: Option<Lease>,
+    raw: Option<RawHead>,
     decode: Decode,
     /// Reported on the next poll, so that what came before it is flushed
     /// to the client first (hyper abandons a response at a body error
@@ -724,7 +818,7 @@ pub enum BodyFailure {
 impl ResponseBody {
     /// The body after a response head with `framing` on the lease's
     /// connection.
-    pub fn new(lease: Lease, framing: Framing) -> Self {
+    pub fn new(lease: Lease, framing: Framing, raw: Option<RawHead>) -> Self {
         let decode = match framing {
             Framing::Empty | Framing::Upgrade => Decode::Done,
             Framing::Length(n) => Decode::Length(n),
@@ -733,6 +827,7 @@ impl ResponseBody {
         };
         let mut body = Self {
             lease: Some(lease),
+            raw,
             decode,
             failed: None,
         };
@@ -740,6 +835,11 @@ impl ResponseBody {
             body.finish();
         }
         body
+    }
+
+    /// The response's fields, when they were kept as lines, not in its map.
+    pub fn raw_head(&self) -> Option<&RawHead> {
+        self.raw.as_ref()
     }
 
     /// The connection of a 101 response.
@@ -984,6 +1084,57 @@ mod tests {
             for (i, sent) in head.iter().enumerate() {
                 assert_eq!(names.get(i, sent.as_bytes()).unwrap().1, want[i], "{sent}");
             }
+        }
+    }
+
+    /// The response head `head` parsed with its fields as lines if
+    /// possible, and into a map.
+    fn both_ways(head: &str) -> (Option<RawHead>, Vec<u8>) {
+        let parse = |raw: Option<&mut BytesMut>| {
+            let mut read = BytesMut::from(head.as_bytes());
+            parse_head(&mut read, &mut Names::default(), false, false, raw)
+                .unwrap()
+                .unwrap()
+        };
+        let mut lines = BytesMut::new();
+        let raw = parse(Some(&mut lines)).raw;
+        let mut mapped = Vec::new();
+        crate::headers::write_lines(&mut mapped, &parse(None).head.headers);
+        (raw, mapped)
+    }
+
+    #[test]
+    fn raw_lines_hold_what_the_map_would() {
+        let (raw, mapped) = both_ways(
+            "HTTP/1.1 200 OK\r\nServer: t\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\
+             Date: x\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nX-A: 2\r\n\r\nok",
+        );
+        let raw = raw.expect("plain fields come as lines");
+        assert_eq!(
+            std::str::from_utf8(&raw.lines).unwrap(),
+            "server: t\r\ncontent-length: 2\r\ndate: x\r\nx-a: 1\r\nx-a: 2\r\n"
+        );
+        assert_eq!(&raw.lines[..], &mapped[..]);
+        assert!(raw.date && raw.length);
+
+        let (raw, _) = both_ways("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-B: 1\r\n\r\n");
+        let raw = raw.expect("chunked framing comes as lines too");
+        assert_eq!(&raw.lines[..], b"x-b: 1\r\n");
+        assert!(!raw.date && !raw.length);
+    }
+
+    #[test]
+    fn fields_that_need_the_map_keep_it() {
+        for head in [
+            // Connection naming another field, which must go too.
+            "HTTP/1.1 200 OK\r\nConnection: x-a\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+        ] {
+            let (raw, mapped) = both_ways(head);
+            assert!(raw.is_none(), "{head:?}");
+            assert!(!mapped.starts_with(b"x-a"), "{head:?}");
         }
     }
 

@@ -11,6 +11,7 @@ use crate::config::{HealthCheckConfig, OutlierConfig, Protocol, RetryOn, Upstrea
 pub mod client;
 mod endpoint;
 mod h1;
+pub use h1::RawHead;
 pub mod health;
 pub mod outlier;
 
