@@ -59,6 +59,8 @@ pin_project_lite::pin_project! {
         body: Option<ResponseBody>,
         framing: Framing,
         head_request: bool,
+        // How much of `buf` was searched for the end of a head, in vain.
+        searched: usize,
         // The connection closes once this response is written.
         last: bool,
         // The listener is stopping: no request after the one in flight.
@@ -118,6 +120,7 @@ where
             body: None,
             framing: Framing::Length(0),
             head_request: false,
+            searched: 0,
             last: false,
             draining: false,
         }
@@ -159,7 +162,10 @@ where
         loop {
             match *this.phase {
                 Phase::Reading => {
-                    if !this.buf.is_empty() {
+                    // Parsed only once the end of a head may be there: a
+                    // head trickled in byte by byte costs linear time.
+                    if head_may_end(this.buf, *this.searched) {
+                        *this.searched = 0;
                         match parse(this.buf) {
                             Ok(Some(parts)) => {
                                 *this.head_request = parts.method == Method::HEAD;
@@ -167,9 +173,13 @@ where
                                 *this.phase = Phase::Handling;
                                 continue;
                             }
-                            Ok(None) if this.buf.len() <= MAX_HEAD => {}
-                            Ok(None) | Err(NotPlain) => return Poll::Ready(Ended::Hyper),
+                            Ok(None) => {}
+                            Err(NotPlain) => return Poll::Ready(Ended::Hyper),
                         }
+                    }
+                    *this.searched = this.buf.len();
+                    if this.buf.len() > MAX_HEAD {
+                        return Poll::Ready(Ended::Hyper);
                     }
                     if this.buf.capacity() - this.buf.len() < READ_SIZE / 4 {
                         this.buf.reserve(READ_SIZE);
@@ -298,6 +308,17 @@ where
             }
         }
     }
+}
+
+/// Whether `buf` holds the end of a head (an empty line, CRLF or bare
+/// LF, as httparse reads them) that begins after byte `from`, which is
+/// as far as the last search went.
+fn head_may_end(buf: &[u8], from: usize) -> bool {
+    let from = from.min(buf.len()).saturating_sub(2);
+    memchr::memchr_iter(b'\n', &buf[from..]).any(|at| {
+        let rest = &buf[from + at + 1..];
+        rest.first() == Some(&b'\n') || rest.starts_with(b"\r\n")
+    })
 }
 
 /// Parses the request head at the start of `buf`. A plain request's head
@@ -759,4 +780,60 @@ fn extend_date(out: &mut Vec<u8>) {
         }
         out.extend_from_slice(&cached.1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_head_is_found_however_it_arrives() {
+        let head = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        // Byte by byte, each search starting where the last one stopped:
+        // the end shows only with the last byte.
+        let mut searched = 0;
+        for n in 1..=head.len() {
+            let found = head_may_end(&head[..n], searched);
+            assert_eq!(found, n == head.len(), "after {n} bytes");
+            searched = n;
+        }
+        assert!(head_may_end(b"GET / HTTP/1.1\nhost: x\n\n", 0));
+        assert!(head_may_end(b"GET / HTTP/1.1\r\nhost: x\n\r\n", 20));
+        assert!(!head_may_end(b"GET / HTTP/1.1\r\nhost: x\r\n", 0));
+    }
+
+    #[test]
+    fn only_plain_requests_are_parsed_here() {
+        let parts = |head: &str| {
+            let mut buf = BytesMut::from(head.as_bytes());
+            parse(&mut buf).map(|p| p.map(|p| (p.method, p.uri, p.headers.len())))
+        };
+        let (method, uri, fields) =
+            parts("GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive\r\n\r\n")
+                .ok()
+                .flatten()
+                .expect("plain");
+        assert_eq!(
+            (method, uri.to_string(), fields),
+            (Method::GET, "/a?b".into(), 2)
+        );
+        assert!(matches!(parts("GET / HTTP/1.1\r\nhost: x\r\n"), Ok(None)));
+        for other in [
+            "GET / HTTP/1.0\r\n\r\n",
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nx",
+            "POST / HTTP/1.1\r\nhost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: x\r\nte: trailers\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nhost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost : x\r\n\r\n",
+        ] {
+            assert!(matches!(parts(other), Err(NotPlain)), "{other:?}");
+        }
+        // What is not parsed here stays in the buffer, for hyper.
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.0\r\n\r\n"[..]);
+        assert!(parse(&mut buf).is_err());
+        assert_eq!(&buf[..], b"GET / HTTP/1.0\r\n\r\n");
+    }
 }
