@@ -12,7 +12,8 @@
 //! response is written as hyper writes it (`proto/h1/role.rs` in hyper
 //! 1.x): lowercase names in the map's order, framing chosen by the same
 //! rules, a `date` when the response has none, `connection: close` added
-//! while the listener drains.
+//! while the listener drains. An HTTP/1.1 endpoint's fields come as
+//! ready-written lines (`upstream::RawHead`) and are copied as they are.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -83,7 +84,8 @@ enum Framing {
     /// Content-Length: the bytes still to send.
     Length(u64),
     Chunked,
-    /// An HTTP/1.0 response of unknown length: ends with the connection.
+    /// A length unknown where chunked framing cannot be used (an HTTP/1.0
+    /// response): the body ends with the connection.
     Close,
 }
 

@@ -1,7 +1,8 @@
-//! Listeners: bind, accept within the connection limit, TLS, HTTP/1.1 and
-//! HTTP/2 through hyper (the protocol told by the client's first bytes),
-//! idle HTTP/1 connections parked without buffers, per-connection timeouts,
-//! drain.
+//! Listeners: bind, accept within the connection limit, TLS, HTTP/1.1
+//! (plain requests by fulcrum's own server side, `h1_server`, the rest by
+//! hyper) and HTTP/2 through hyper (the protocol told by the client's first
+//! bytes), idle HTTP/1 connections parked without buffers, per-connection
+//! timeouts, drain.
 //!
 //! Each connection has one timer, re-armed lazily, that enforces
 //! `header_read_timeout` (from the first byte of a request head until the
@@ -282,9 +283,8 @@ impl BoundListener {
 
 /// How long an HTTP/1 connection stays idle before it parks. Far longer
 /// than the gap between the requests of a busy connection: parking and
-/// resuming costs the next request about a fifth more CPU (hyper's
-/// connection and buffers are built again). Short, so that a burst of new
-/// connections does not leave their buffers behind.
+/// resuming builds the connection's server state and buffers again. Short,
+/// so that a burst of new connections does not leave their buffers behind.
 pub const PARK_AFTER: Duration = Duration::from_millis(20);
 
 /// The limits a connection's timer enforces, copied from the snapshot the
@@ -417,10 +417,12 @@ pin_project_lite::pin_project! {
     /// idle connection costs (kept small on purpose; a test pins its size).
     ///
     /// HTTP/2 if the connection opens with the client preface, HTTP/1
-    /// otherwise. An HTTP/1 connection idle for PARK_AFTER parks: hyper's
-    /// connection (with its read and write buffers, 16 KiB and up) is
-    /// dropped and the socket is waited on alone; the next bytes start a new
-    /// one, after the bytes hyper had read ahead (pipelining), replayed.
+    /// otherwise: fulcrum's own server side until a request is not plain,
+    /// then hyper's. An HTTP/1 connection idle for PARK_AFTER parks: the
+    /// server side (with its buffers: 4 KiB and up for fulcrum's, 16 KiB and
+    /// up for hyper's) is dropped and the socket is waited on alone; the
+    /// next bytes start fulcrum's server side again, after the bytes read
+    /// ahead (pipelining), replayed.
     struct Connection<S, Svc, H, F>
     where
         S: Transport,

@@ -1124,6 +1124,24 @@ mod tests {
     }
 
     #[test]
+    fn raw_lines_hold_no_byte_a_header_value_may_not() {
+        // httparse refuses them before either way of keeping the fields.
+        for value in ["a\x01b", "a\x7fb", "a\x00b"] {
+            let head = format!("HTTP/1.1 200 OK\r\nX-A: {value}\r\nContent-Length: 0\r\n\r\n");
+            let mut read = BytesMut::from(head.as_bytes());
+            let mut lines = BytesMut::new();
+            let parsed = parse_head(
+                &mut read,
+                &mut Names::default(),
+                false,
+                false,
+                Some(&mut lines),
+            );
+            assert!(matches!(parsed, Err(Failure::Invalid(_))), "{value:?}");
+        }
+    }
+
+    #[test]
     fn fields_that_need_the_map_keep_it() {
         for head in [
             // Connection naming another field, which must go too.
