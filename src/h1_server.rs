@@ -30,6 +30,7 @@ use http::{Method, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::headers::has_token;
 use crate::proxy::ResponseBody;
 
 /// Header fields a plain request may have; more, and hyper reads it.
@@ -603,7 +604,7 @@ impl Head {
                 }
                 BodyLen::Known(known) if can_have_length => {
                     out.extend_from_slice(b"content-length: ");
-                    out.extend_from_slice(itoa(known, &mut [0; 20]));
+                    out.extend_from_slice(itoa::Buffer::new().format(known).as_bytes());
                     out.extend_from_slice(b"\r\n");
                     Framing::Length(known)
                 }
@@ -653,13 +654,6 @@ fn close_line(out: &mut Vec<u8>, must_write_chunked: bool) {
     });
 }
 
-/// Whether a comma-separated value holds `token`.
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-}
-
 /// Whether the last of a comma-separated value's tokens is `token`.
 fn last_token_is(value: &HeaderValue, token: &str) -> bool {
     value
@@ -675,19 +669,6 @@ fn parse_length(value: &HeaderValue) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
-/// `n` in decimal, written into `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// Appends a data frame as its framing wants it.

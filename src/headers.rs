@@ -22,10 +22,17 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| has_token(v, token))
+}
+
+/// Whether a comma-separated field value holds `token` (any case).
+pub fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Removes hop-by-hop headers (the fixed list and those named in

@@ -149,14 +149,7 @@ async fn pipelined_requests_cross_the_hand_off_to_hyper_and_back() {
         .await
         .unwrap();
     assert_eq!(r.next(false).await.body(), "a");
-    let uris: Vec<String> = b
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| s.uri.clone())
-        .collect();
-    assert_eq!(uris, ["/one", "/consume", "/three", "/four"]);
+    assert_eq!(b.uris(), ["/one", "/consume", "/three", "/four"]);
 }
 
 /// An endpoint answering by path, keep-alive: `/length`, `/chunked`,

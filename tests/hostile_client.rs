@@ -136,7 +136,7 @@ async fn invalid_chunked_bodies_never_become_a_second_request() {
     ] {
         let (line, response) = send_raw(&proxy, request).await;
         assert!(!line.starts_with("HTTP/1.1 2"), "{what}: {response}");
-        let seen: Vec<String> = b.seen.lock().unwrap().iter().map(|s| s.uri.clone()).collect();
+        let seen = b.uris();
         assert!(!seen.iter().any(|u| u.contains("smuggled")), "{what}: {seen:?}");
     }
     // hyper skips chunk extensions without checking their bytes; the body is

@@ -248,14 +248,7 @@ async fn a_request_read_ahead_before_parking_is_served_after() {
     s.write_all(b"st: x\r\n\r\n").await.unwrap();
     let r = read_some(&mut s, Duration::from_secs(5)).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
-    let uris: Vec<String> = b
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| s.uri.clone())
-        .collect();
-    assert_eq!(uris, ["/first", "/second"]);
+    assert_eq!(b.uris(), ["/first", "/second"]);
 }
 
 #[tokio::test]

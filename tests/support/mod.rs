@@ -145,6 +145,16 @@ impl Backend {
         self.hits.load(Ordering::SeqCst)
     }
 
+    /// The targets of the requests this backend saw, in order.
+    pub fn uris(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.uri.clone())
+            .collect()
+    }
+
     pub fn last_seen(&self) -> Seen {
         self.seen
             .lock()
