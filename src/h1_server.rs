@@ -30,7 +30,7 @@ use http::{Method, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::headers::has_token;
+use crate::headers::{has_token, last_token_is};
 use crate::proxy::ResponseBody;
 
 /// Header fields a plain request may have; more, and hyper reads it.
@@ -560,7 +560,7 @@ impl Head {
                         continue;
                     }
                     wrote_len = true;
-                    must_write_chunked = !last_token_is(&value, "chunked");
+                    must_write_chunked = !last_token_is(value.as_bytes(), b"chunked");
                     join(out, &mut open, b"transfer-encoding: ", &value);
                     framing = Framing::Chunked;
                     continue;
@@ -652,15 +652,6 @@ fn close_line(out: &mut Vec<u8>, must_write_chunked: bool) {
     } else {
         b"\r\n"
     });
-}
-
-/// Whether the last of a comma-separated value's tokens is `token`.
-fn last_token_is(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .ok()
-        .and_then(|s| s.rsplit(',').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 fn parse_length(value: &HeaderValue) -> Option<u64> {
@@ -783,6 +774,67 @@ mod tests {
         assert!(head_may_end(b"GET / HTTP/1.1\nhost: x\n\n", 0));
         assert!(head_may_end(b"GET / HTTP/1.1\r\nhost: x\n\r\n", 20));
         assert!(!head_may_end(b"GET / HTTP/1.1\r\nhost: x\r\n", 0));
+    }
+
+    /// The head `response` is written with, whether its body is sent, and
+    /// whether the connection closes after it.
+    fn encoded(
+        head_request: bool,
+        draining: bool,
+        response: Response<ResponseBody>,
+    ) -> (String, bool, bool) {
+        let mut out = Vec::new();
+        let (body, _, last) = Head {
+            head_request,
+            draining,
+        }
+        .encode(response, &mut out)
+        .expect("a head hyper would write");
+        (String::from_utf8(out).unwrap(), body.is_some(), last)
+    }
+
+    fn full(status: u16, body: &'static str) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        response
+    }
+
+    #[test]
+    fn heads_are_written_as_hyper_writes_them() {
+        let (head, sent, last) = encoded(false, false, full(200, "hello"));
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: "),
+            "{head:?}"
+        );
+        assert!(head.ends_with(" GMT\r\n\r\n"), "{head:?}");
+        assert!(sent && !last);
+
+        // HEAD: the length the body would have, no body.
+        let (head, sent, last) = encoded(true, false, full(200, "hello"));
+        assert!(head.contains("content-length: 5\r\n"), "{head:?}");
+        assert!(!sent && !last);
+
+        // An interim status as the final answer: hyper's 500, and the end.
+        let (head, sent, last) = encoded(false, false, full(103, ""));
+        assert!(
+            head.starts_with("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\ndate: "),
+            "{head:?}"
+        );
+        assert!(!sent && last);
+
+        // Draining: close joins the response's own Connection options.
+        let mut response = full(404, "");
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        let (head, _, last) = encoded(false, true, response);
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head:?}");
+        assert!(
+            head.contains("connection: keep-alive, close\r\n"),
+            "{head:?}"
+        );
+        assert!(head.contains("content-length: 0\r\n"), "{head:?}");
+        assert!(last);
     }
 
     #[test]

@@ -28,6 +28,15 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|v| has_token(v, token))
 }
 
+/// Whether the last of a comma-separated field value's tokens is `token`
+/// (any case): how `chunked` must end a Transfer-Encoding.
+pub fn last_token_is(value: &[u8], token: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// Whether a comma-separated field value holds `token` (any case).
 pub fn has_token(value: &HeaderValue, token: &str) -> bool {
     value

@@ -141,9 +141,10 @@ struct Finish {
 ///
 /// A plain function returning the future, not an `async fn`: the request's
 /// future is moved as a whole and touched by every request of a
-/// connection, and an `async fn` holds each argument twice (`req` was held
-/// four times over, through `forward`). Here the request is split before
-/// the future is built, and `forward` borrows its head.
+/// connection, and an `async fn` holds each argument twice (a whole
+/// request was once held four times over, through `forward`). The request
+/// comes split (head and body, the body absent for a plain request read by
+/// `h1_server`), and `forward` borrows the head.
 pub fn handle(
     mut parts: http::request::Parts,
     incoming: Option<Incoming>,

@@ -47,11 +47,16 @@ impl Answer {
 }
 
 impl Responses {
-    fn new(stream: TcpStream) -> Self {
+    /// A new client connection to `proxy`.
+    async fn connect(proxy: &Proxy) -> Self {
         Self {
-            stream,
+            stream: TcpStream::connect(proxy.addr()).await.unwrap(),
             buf: Vec::new(),
         }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
     }
 
     /// More bytes, within WAIT; false at the end of the stream.
@@ -129,25 +134,19 @@ impl Responses {
 async fn pipelined_requests_cross_the_hand_off_to_hyper_and_back() {
     let b = Backend::spawn("a").await;
     let proxy = Proxy::start(&simple_config(&[&b], "")).await;
-    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut r = Responses::new(stream);
+    let mut r = Responses::connect(&proxy).await;
     // A plain request, one with a body (hyper's), a plain one: one write.
-    r.stream
-        .write_all(
-            b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n\
+    r.send(
+        b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n\
               POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello\
               GET /three HTTP/1.1\r\nhost: x\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     for body in ["a", "5", "a"] {
         let answer = r.next(false).await;
         assert_eq!((answer.status(), answer.body()), ("HTTP/1.1 200 OK", body));
     }
-    r.stream
-        .write_all(b"GET /four HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    r.send(b"GET /four HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(r.next(false).await.body(), "a");
     assert_eq!(b.uris(), ["/one", "/consume", "/three", "/four"]);
 }
@@ -186,11 +185,10 @@ async fn framing_endpoint() -> std::net::SocketAddr {
 async fn responses_are_framed_as_hyper_frames_them() {
     let endpoint = framing_endpoint().await;
     let proxy = Proxy::start(&config_for(&[endpoint], "", "")).await;
-    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut r = Responses::new(stream);
+    let mut r = Responses::connect(&proxy).await;
     let mut ask = async |method: &str, path: &str| {
         let request = format!("{method} {path} HTTP/1.1\r\nhost: x\r\n\r\n");
-        r.stream.write_all(request.as_bytes()).await.unwrap();
+        r.send(request.as_bytes()).await;
         r.next(method == "HEAD").await
     };
 
@@ -263,12 +261,8 @@ async fn a_client_that_leaves_mid_request_ends_it_at_the_endpoint() {
 async fn the_response_in_flight_at_a_drain_says_connection_close() {
     let b = Backend::spawn("a").await;
     let mut proxy = Proxy::start(&simple_config(&[&b], "")).await;
-    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut r = Responses::new(stream);
-    r.stream
-        .write_all(b"GET /delay/300 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut r = Responses::connect(&proxy).await;
+    r.send(b"GET /delay/300 HTTP/1.1\r\nhost: x\r\n\r\n").await;
     eventually(WAIT, || async { b.hits() == 1 }).await;
     let drained = proxy.shutdown();
     let a = r.next(false).await;
@@ -282,20 +276,14 @@ async fn the_response_in_flight_at_a_drain_says_connection_close() {
 async fn a_length_conflict_after_a_plain_request_is_still_400() {
     let b = Backend::spawn("a").await;
     let proxy = Proxy::start(&simple_config(&[&b], "")).await;
-    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut r = Responses::new(stream);
-    r.stream
-        .write_all(b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut r = Responses::connect(&proxy).await;
+    r.send(b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(r.next(false).await.body(), "a");
-    r.stream
-        .write_all(
-            b"POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\
+    r.send(
+        b"POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\
               transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let a = r.next(false).await;
     assert_eq!(a.status(), "HTTP/1.1 400 Bad Request", "{a:?}");
     assert_eq!(b.hits(), 1, "the conflicting request reached nobody");

@@ -710,8 +710,7 @@ impl Seen {
                 Ok(true)
             }
             Kind::TransferEncoding => {
-                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                self.chunked = Some(crate::headers::last_token_is(value, b"chunked"));
                 Ok(false)
             }
             Kind::Connection => {
