@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -42,6 +42,9 @@ pub const MAX_HEAD: usize = 8192;
 const READ_SIZE: usize = 4096;
 /// Body bytes gathered before they are written.
 const WRITE_HIGH: usize = 64 * 1024;
+/// A response buffer larger than this (a large body's) is not kept for the
+/// next response.
+const KEEP_OUT: usize = 16 * 1024;
 
 pin_project_lite::pin_project! {
     /// One HTTP/1.1 connection served without hyper, until it ends or a
@@ -675,20 +678,8 @@ fn write_data(framing: &mut Framing, data: &[u8], out: &mut Vec<u8>) {
             *left -= n as u64;
         }
         Framing::Chunked => {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            let mut size = [0u8; 16];
-            let mut at = size.len();
-            let mut n = data.len();
-            loop {
-                at -= 1;
-                size[at] = HEX[n & 0xf];
-                n >>= 4;
-                if n == 0 {
-                    break;
-                }
-            }
-            out.extend_from_slice(&size[at..]);
-            out.extend_from_slice(b"\r\n");
+            // The chunk-size line as hyper writes it (upper-case hex).
+            let _ = write!(out, "{:X}\r\n", data.len());
             out.extend_from_slice(data);
             out.extend_from_slice(b"\r\n");
         }
@@ -724,8 +715,7 @@ fn poll_write_out<T: AsyncWrite + Unpin>(
         }
     }
     *written = 0;
-    if out.capacity() > 4 * READ_SIZE {
-        // A large body's buffer is not kept for the next response.
+    if out.capacity() > KEEP_OUT {
         *out = Vec::new();
     } else {
         out.clear();
@@ -870,5 +860,25 @@ mod tests {
         let mut buf = BytesMut::from(&b"GET / HTTP/1.0\r\n\r\n"[..]);
         assert!(parse(&mut buf).is_err());
         assert_eq!(&buf[..], b"GET / HTTP/1.0\r\n\r\n");
+    }
+
+    #[test]
+    fn body_data_is_framed_as_hyper_frames_it() {
+        // Chunked: the size in upper-case hex, as hyper writes it.
+        let mut out = Vec::new();
+        let mut framing = Framing::Chunked;
+        write_data(&mut framing, b"abcdefghijklmnopqrstuvwxyz", &mut out);
+        write_data(&mut framing, b"", &mut out);
+        assert!(!finish(&mut framing, &mut out));
+        assert_eq!(out, b"1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n");
+
+        // A length: nothing beyond it; short of it, the connection closes.
+        let mut out = Vec::new();
+        let mut framing = Framing::Length(5);
+        write_data(&mut framing, b"abc", &mut out);
+        assert!(finish(&mut framing, &mut out));
+        write_data(&mut framing, b"defgh", &mut out);
+        assert!(!finish(&mut framing, &mut out));
+        assert_eq!(out, b"abcde");
     }
 }

@@ -19,7 +19,7 @@
 //! connection to the upgrade.
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
@@ -351,8 +351,8 @@ impl Staged {
             return;
         }
         if encoder == Encoder::Chunked {
-            self.pre
-                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            // Written in place: no string built per chunk.
+            let _ = write!(self.pre, "{:x}\r\n", data.len());
         }
         let post: &'static [u8] = if encoder == Encoder::Chunked {
             b"\r\n"
