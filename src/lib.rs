@@ -42,6 +42,7 @@ pub mod error;
 pub mod h1_server;
 pub mod h2_guard;
 pub mod headers;
+pub mod http1;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
