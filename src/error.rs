@@ -17,8 +17,9 @@ use crate::proxy::ResponseBody;
 pub enum ProxyError {
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
-    #[error("request has both Content-Length and Transfer-Encoding")]
-    ConflictingLength,
+    /// The request breaks the HTTP/1.1 framing rules (`http1::fields`).
+    #[error("{0}")]
+    Framing(crate::http1::Refusal),
     #[error("no route matches this request")]
     NoRoute,
     #[error("request body stalled longer than server.body_read_timeout")]
@@ -76,9 +77,8 @@ impl ProxyError {
     /// The status SPEC assigns to this failure.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_)
-            | ProxyError::ConflictingLength
-            | ProxyError::ClientBodyAborted => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBodyAborted => StatusCode::BAD_REQUEST,
+            ProxyError::Framing(refusal) => refusal.status(),
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,7 +97,7 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         match self {
             ProxyError::BadRequest(_)
-            | ProxyError::ConflictingLength
+            | ProxyError::Framing(_)
             | ProxyError::BodyTimeout
             | ProxyError::BodyTooLarge
             | ProxyError::ClientBodyAborted => true,

@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{self, Write as _};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -30,7 +30,8 @@ use http::{Method, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::headers::{has_token, last_token_is};
+use crate::http1::chunk::write_size_line;
+use crate::http1::fields::{Lengths, has_token, last_token_is};
 use crate::proxy::ResponseBody;
 
 /// Header fields a plain request may have; more, and hyper reads it.
@@ -447,7 +448,7 @@ impl Head {
             // Keep-alive is off: said so, as hyper says it.
             match parts.headers.entry(header::CONNECTION) {
                 header::Entry::Occupied(mut entry) => {
-                    if !entry.iter().any(|v| has_token(v, "close")) {
+                    if !entry.iter().any(|v| has_token(v.as_bytes(), b"close")) {
                         entry.append(HeaderValue::from_static("close"));
                     }
                 }
@@ -569,7 +570,7 @@ impl Head {
                     continue;
                 }
                 header::CONNECTION => {
-                    last |= has_token(&value, "close");
+                    last |= has_token(value.as_bytes(), b"close");
                     join(out, &mut open, b"connection: ", &value);
                     continue;
                 }
@@ -657,12 +658,11 @@ fn close_line(out: &mut Vec<u8>, must_write_chunked: bool) {
     });
 }
 
+/// A Content-Length field's value, by the one rule (`http1::fields`).
 fn parse_length(value: &HeaderValue) -> Option<u64> {
-    let digits = value.as_bytes();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    let mut lengths = Lengths::default();
+    lengths.add(value.as_bytes()).ok()?;
+    lengths.get()
 }
 
 /// Appends a data frame as its framing wants it.
@@ -678,8 +678,7 @@ fn write_data(framing: &mut Framing, data: &[u8], out: &mut Vec<u8>) {
             *left -= n as u64;
         }
         Framing::Chunked => {
-            // The chunk-size line as hyper writes it (upper-case hex).
-            let _ = write!(out, "{:X}\r\n", data.len());
+            write_size_line(out, data.len());
             out.extend_from_slice(data);
             out.extend_from_slice(b"\r\n");
         }

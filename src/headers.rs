@@ -4,10 +4,12 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, EXPECT, Entry, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
+    CONNECTION, CONTENT_LENGTH, EXPECT, Entry, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::PathAndQuery;
+
+use crate::http1::fields::{has_token, is_connection_option, is_protected, tokens};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -25,27 +27,12 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(CONNECTION)
         .iter()
-        .any(|v| has_token(v, token))
-}
-
-/// Whether the last of a comma-separated field value's tokens is `token`
-/// (any case): how `chunked` must end a Transfer-Encoding.
-pub fn last_token_is(value: &[u8], token: &[u8]) -> bool {
-    value
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Whether a comma-separated field value holds `token` (any case).
-pub fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        .any(|v| has_token(v.as_bytes(), token.as_bytes()))
 }
 
 /// Removes hop-by-hop headers (the fixed list and those named in
-/// `Connection`). With `keep_upgrade`, `Upgrade` survives and `Connection:
+/// `Connection`, which never removes the framing fields or `Host`:
+/// `http1::fields::is_protected`). With `keep_upgrade`, `Upgrade` survives and `Connection:
 /// upgrade` is set again, so an upgrade passes through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // The Connection values, taken out (reference-counted, not copied); the
@@ -61,10 +48,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     for value in listed.iter().flatten().chain(&more) {
-        let Ok(tokens) = value.to_str() else { continue };
-        for token in tokens.split(',').map(str::trim) {
-            let kept = token.is_empty() || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"));
-            if !kept {
+        for token in tokens(value.as_bytes()) {
+            let kept =
+                is_protected(token) || (keep_upgrade && token.eq_ignore_ascii_case(b"upgrade"));
+            if !kept && let Ok(token) = std::str::from_utf8(token) {
                 headers.remove(token);
             }
         }
@@ -175,9 +162,12 @@ pub struct Forwarding<'a> {
 }
 
 impl Forwarding<'_> {
-    /// Rewrites `headers` in place (for an HTTP/2 endpoint).
+    /// Rewrites `headers` in place (for an HTTP/2 endpoint). The framing
+    /// is the encoder's to write (hyper's, from the body's length): no
+    /// `Content-Length` is copied.
     pub fn apply(&self, headers: &mut HeaderMap) {
         rewrite_request(headers, self.client_ip, self.https, self.host, self.upgrade);
+        headers.remove(CONTENT_LENGTH);
         if let Some(host) = self.host
             && !headers.contains_key(HOST)
         {
@@ -189,7 +179,12 @@ impl Forwarding<'_> {
     /// [`Forwarding::apply`] would, without changing the map: one pass over
     /// the fields, no lookup by name, no insertion. A `Connection` field
     /// naming other fields (rare) takes the way of `apply` on a copy.
-    pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
+    ///
+    /// No framing field is written: `Content-Length` or
+    /// `Transfer-Encoding` are the encoder's, from the parsed framing
+    /// (`upstream::h1`). A request without a Host (HTTP/1.0) gets
+    /// `endpoint`, the endpoint's authority, as nginx sends it.
+    pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>, endpoint: &str) {
         let start = out.len();
         let (mut forwarded_for, mut host) = (false, false);
         for (name, value) in headers {
@@ -201,19 +196,14 @@ impl Forwarding<'_> {
                     true
                 }
                 "connection" => {
-                    let options_only = value.to_str().is_ok_and(|v| {
-                        v.split(',').map(str::trim).all(|t| {
-                            t.is_empty()
-                                || t.eq_ignore_ascii_case("keep-alive")
-                                || t.eq_ignore_ascii_case("close")
-                                || t.eq_ignore_ascii_case("upgrade")
-                        })
-                    });
-                    if !options_only {
+                    if !tokens(value.as_bytes()).all(is_connection_option) {
                         out.truncate(start);
                         let mut copy = headers.clone();
                         self.apply(&mut copy);
                         write_lines(out, &copy);
+                        if !copy.contains_key(HOST) {
+                            write_line(out, b"host", endpoint.as_bytes());
+                        }
                         return;
                     }
                     false
@@ -224,7 +214,8 @@ impl Forwarding<'_> {
                     forwarded_for = true;
                     false
                 }
-                "expect" | "trailer" | "transfer-encoding" | "x-forwarded-proto"
+                "content-length" | "expect" | "trailer" | "transfer-encoding"
+                | "x-forwarded-proto"
                 | "x-forwarded-host" | "keep-alive" | "proxy-connection" => false,
                 _ => true,
             };
@@ -246,11 +237,15 @@ impl Forwarding<'_> {
         } else {
             b"x-forwarded-proto: http\r\n"
         });
-        if let Some(value) = self.host {
-            write_line(out, b"x-forwarded-host", value.as_bytes());
-            if !host {
-                write_line(out, b"host", value.as_bytes());
+        match self.host {
+            Some(value) => {
+                write_line(out, b"x-forwarded-host", value.as_bytes());
+                if !host {
+                    write_line(out, b"host", value.as_bytes());
+                }
             }
+            None if !host => write_line(out, b"host", endpoint.as_bytes()),
+            None => {}
         }
         if self.upgrade {
             out.extend_from_slice(b"connection: upgrade\r\n");
@@ -265,7 +260,7 @@ pub fn write_lines(out: &mut Vec<u8>, headers: &HeaderMap) {
     }
 }
 
-fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -372,7 +367,7 @@ mod tests {
     /// The field lines `write` produces, parsed back.
     fn written(f: &Forwarding<'_>, h: &HeaderMap) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        f.write(h, &mut out);
+        f.write(h, &mut out, "endpoint:80");
         let text = String::from_utf8(out).unwrap();
         let mut lines: Vec<(String, String)> = text
             .split_terminator("\r\n")
@@ -388,6 +383,9 @@ mod tests {
     fn applied(f: &Forwarding<'_>, h: &HeaderMap) -> Vec<(String, String)> {
         let mut h = h.clone();
         f.apply(&mut h);
+        if !h.contains_key(HOST) {
+            h.insert(HOST, HeaderValue::from_static("endpoint:80"));
+        }
         let mut lines: Vec<(String, String)> = h
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
@@ -421,6 +419,14 @@ mod tests {
                 ("upgrade", "websocket"),
             ],
             &[("connection", "close"), ("content-length", "5")],
+            // Connection naming the framing or Host removes neither; the
+            // framing is the encoder's, never a copied field.
+            &[
+                ("host", "a.example"),
+                ("connection", "content-length, host, transfer-encoding, x-a"),
+                ("content-length", "5"),
+                ("x-a", "1"),
+            ],
         ];
         for case in cases {
             let h = map(case);
@@ -436,6 +442,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn connection_never_removes_framing_or_host() {
+        let mut h = map(&[
+            ("host", "a.example"),
+            ("connection", "Content-Length, Host, X-A"),
+            ("content-length", "5"),
+            ("x-a", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["content-length"], "5");
+        assert_eq!(h["host"], "a.example");
+        assert!(!h.contains_key("x-a"));
+        let ip = client_ip_value("10.0.0.1".parse().unwrap());
+        let f = Forwarding {
+            client_ip: &ip,
+            https: false,
+            host: None,
+            upgrade: false,
+        };
+        let lines = written(&f, &map(&[("content-length", "5"), ("connection", "content-length")]));
+        assert!(lines.iter().all(|(k, _)| k != "content-length"), "{lines:?}");
+        assert!(lines.contains(&("host".to_owned(), "endpoint:80".to_owned())));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,7 +37,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::ListenerConfig;
 use crate::h1_server::{self, Ended};
 use crate::h2_guard::{Abuse, FrameWatch};
-use crate::proxy::{self, Downstream};
+use crate::http1::stream::{RequestStream, Verdicts};
+use crate::proxy::{self, Downstream, MessageVerdict};
 use crate::state::Shared;
 
 /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
@@ -129,9 +130,9 @@ pub struct Activity {
     /// Set when a request head starts arriving, so the timer moves its
     /// deadline from idle_timeout to header_read_timeout.
     rearm: AtomicBool,
-    /// The HTTP/1 head being read carried both Content-Length and
-    /// Transfer-Encoding (hyper drops the former silently; SPEC wants 400).
-    conflicting_length: AtomicBool,
+    /// What the follower of the request stream found of the requests
+    /// hyper serves (`http1::stream`), since the last hand-off to hyper.
+    verdicts: ArcSwapOption<Verdicts>,
     /// Why the HTTP/2 frame watch refused the connection, if it did.
     refused: std::sync::OnceLock<Abuse>,
     /// The last read found nothing to read.
@@ -151,15 +152,15 @@ pub struct Activity {
 #[derive(Debug)]
 pub struct RequestGuard(Arc<Activity>);
 
-/// The socket, noting when a new request head begins to arrive, scanning
+/// The socket, noting when a new request head begins to arrive, following
+/// the HTTP/1 requests hyper reads (`http1::stream`),
 /// HTTP/1 heads for a Content-Length/Transfer-Encoding conflict, and
 /// watching an HTTP/2 client's frames (`h2_guard`).
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
-    /// The head read so far; reused for every request of the connection.
-    head: Vec<u8>,
-    scanning: bool,
+    /// Follows the requests while hyper reads HTTP/1 from the socket.
+    stream: Option<Box<RequestStream>>,
     max_header_bytes: usize,
     /// Present once the client sent the HTTP/2 preface.
     h2: Option<Box<FrameWatch>>,
@@ -169,9 +170,9 @@ struct Tracked<S> {
     replay: Bytes,
     /// Upgraded: the bytes are no longer HTTP.
     passthrough: bool,
-    /// fulcrum's own server side reads the connection: heads are not
-    /// scanned, as it hands every head with a Content-Length or a
-    /// Transfer-Encoding to hyper, and those are scanned then
+    /// fulcrum's own server side reads the connection: requests are not
+    /// followed, as it parses each head itself and hands every one with a
+    /// body (and the rest of the stream) to hyper, followed from there
     /// (`hand_to_hyper`).
     plain: bool,
 }
@@ -499,7 +500,15 @@ fn answer(
     http2: bool,
     plain: bool,
 ) -> impl Future<Output = hyper::Response<proxy::ResponseBody>> + Send + use<> {
-    let conflicting_length = !http2 && activity.conflicting_length.swap(false, Ordering::AcqRel);
+    // The follower's verdict on this request, for those hyper read.
+    let message = if http2 || plain {
+        None
+    } else {
+        activity.verdicts.load_full().map(|verdicts| {
+            let (index, _) = verdicts.next_request();
+            MessageVerdict { verdicts, index }
+        })
+    };
     let guard = RequestGuard::start(activity, http2);
     let snapshot = activity.shared.snapshot.load_full();
     let downstream = Downstream {
@@ -510,7 +519,7 @@ fn answer(
         client: activity.peer,
         client_ip: activity.client_ip.clone(),
         https: activity.https,
-        conflicting_length,
+        message,
         started: std::time::Instant::now(),
         plain,
     };
@@ -671,11 +680,7 @@ where
                         // A request that is not plain: hyper serves the
                         // connection from it on, until it parks.
                         if let Some((mut tracked, read_ahead)) = own.as_mut().take_io() {
-                            if let Err(abuse) = tracked.hand_to_hyper(read_ahead) {
-                                let _ = self.activity.refused.set(abuse);
-                                let refused = io::Error::new(io::ErrorKind::InvalidData, abuse);
-                                return Poll::Ready(End::Io(refused));
-                            }
+                            tracked.hand_to_hyper(read_ahead);
                             *self.h1 = Some(http1_connection(tracked, self.service, hard_limit));
                         }
                         *self.own = None;
@@ -708,6 +713,7 @@ where
                             && let Some((mut tracked, read_ahead)) = take_socket(self.h1)
                         {
                             tracked.passthrough = true;
+                            tracked.stream = None;
                             tracked.replay = read_ahead;
                             let upgraded = Upgraded {
                                 io: Box::new(tracked),
@@ -763,6 +769,11 @@ where
                         }
                         Poll::Ready(Ok(Detected::Http2)) => {
                             *self.detecting = false;
+                            if let Err(abuse) = tracked.watch_http2() {
+                                let _ = self.activity.refused.set(abuse);
+                                let refused = io::Error::new(io::ErrorKind::InvalidData, abuse);
+                                return Poll::Ready(End::Io(refused));
+                            }
                             if let Some(io) = self.io.take() {
                                 *self.h2 = Some(http2_connection(io, self.service, hard_limit));
                             }
@@ -911,7 +922,7 @@ impl Activity {
             last_io_ms: AtomicU64::new(0),
             reading_head: AtomicBool::new(false),
             http2: AtomicBool::new(false),
-            conflicting_length: AtomicBool::new(false),
+            verdicts: ArcSwapOption::empty(),
             rearm: AtomicBool::new(false),
             refused: std::sync::OnceLock::new(),
             read_blocked: AtomicBool::new(false),
@@ -1064,8 +1075,7 @@ impl<S> Tracked<S> {
         Self {
             inner,
             activity: Arc::clone(activity),
-            head: Vec::new(),
-            scanning: false,
+            stream: None,
             max_header_bytes,
             h2: None,
             replay: Bytes::new(),
@@ -1078,15 +1088,15 @@ impl<S> Tracked<S> {
         !self.replay.is_empty()
     }
 
-    /// Keeps what hyper read ahead (copied: hyper's buffer is freed) and
-    /// lets go of the head buffer.
+    /// Keeps what hyper read ahead (copied: hyper's buffer is freed); the
+    /// follower stops with hyper.
     fn park(&mut self, read_ahead: &Bytes) {
         self.replay = if read_ahead.is_empty() {
             Bytes::new()
         } else {
             Bytes::copy_from_slice(read_ahead)
         };
-        self.head = Vec::new();
+        self.stream = None;
     }
 
     /// Leaves the parked state: bytes read ahead begin the next head.
@@ -1102,119 +1112,41 @@ impl<S> Tracked<S> {
 
     /// Hands the connection from fulcrum's own server side to hyper:
     /// `read_ahead` (read, not served, beginning with a request head) is
-    /// scanned as a head just read would have been, and replayed.
-    fn hand_to_hyper(&mut self, read_ahead: Bytes) -> Result<(), Abuse> {
+    /// followed as bytes just read would be, and replayed.
+    fn hand_to_hyper(&mut self, read_ahead: Bytes) {
         self.plain = false;
-        self.head.clear();
-        self.scanning = !read_ahead.is_empty();
-        let scanned = if self.scanning {
-            self.scan_head(&read_ahead)
-        } else {
-            Ok(())
-        };
+        let verdicts = Arc::new(Verdicts::default());
+        let mut stream = RequestStream::new(hard_limit(self.max_header_bytes));
+        if let Some(refused) = stream.feed(&read_ahead) {
+            verdicts.record(refused);
+        }
+        self.activity.verdicts.store(Some(verdicts));
+        self.stream = Some(Box::new(stream));
         self.replay = read_ahead;
-        scanned
     }
 
     /// Checks bytes just read: an HTTP/2 client's frames, or the HTTP/1
-    /// request head being read.
+    /// requests hyper reads.
     fn check(&mut self, bytes: &[u8]) -> Result<(), Abuse> {
-        match &mut self.h2 {
-            Some(watch) => watch.feed(bytes),
-            None if self.scanning => self.scan_head(bytes),
-            None => Ok(()),
+        if let Some(watch) = &mut self.h2 {
+            return watch.feed(bytes);
         }
+        if let Some(stream) = self.stream.as_mut().filter(|s| !s.stopped())
+            && let Some(refused) = stream.feed(bytes)
+            && let Some(verdicts) = &*self.activity.verdicts.load()
+        {
+            verdicts.record(refused);
+        }
+        Ok(())
     }
 
-    /// Adds bytes of a request head; once the head is complete, records
-    /// whether it declared both a Content-Length and a Transfer-Encoding.
-    /// A head that is the HTTP/2 preface starts the frame watch instead.
-    fn scan_head(&mut self, bytes: &[u8]) -> Result<(), Abuse> {
-        const MAX_SCAN: usize = 1 << 20;
-        // A head that came in one read (the usual case) is scanned where it
-        // lies; one that comes in pieces is gathered, and only the bytes
-        // where its end could newly be are searched, so a head trickled byte
-        // by byte costs linear time.
-        let gathered = !self.head.is_empty();
-        let scan = if gathered {
-            let from = self.head.len().saturating_sub(3);
-            self.head.extend_from_slice(bytes);
-            inspect_head(&self.head, from)
-        } else {
-            inspect_head(bytes, 0)
-        };
-        match scan {
-            HeadScan::Http2 => {
-                self.scanning = false;
-                let mut watch = FrameWatch::new(self.max_header_bytes);
-                let fed = watch.feed(if gathered { &self.head } else { bytes });
-                self.h2 = Some(Box::new(watch));
-                self.head = Vec::new();
-                fed
-            }
-            HeadScan::Incomplete => {
-                if !gathered {
-                    self.head.extend_from_slice(bytes);
-                }
-                if self.head.len() > MAX_SCAN {
-                    self.scanning = false;
-                }
-                Ok(())
-            }
-            HeadScan::Complete { conflicting_length } => {
-                if conflicting_length {
-                    self.activity
-                        .conflicting_length
-                        .store(true, Ordering::Release);
-                }
-                self.scanning = false;
-                Ok(())
-            }
-        }
-    }
-}
-
-/// What the bytes of a request head so far show.
-enum HeadScan {
-    /// The HTTP/2 client preface.
-    Http2,
-    Incomplete,
-    Complete {
-        conflicting_length: bool,
-    },
-}
-
-/// Looks at `head` (the end searched for from byte `from` on).
-fn inspect_head(head: &[u8], from: usize) -> HeadScan {
-    const H2_PREFACE: &[u8] = b"PRI * HTTP/2";
-    // The preface may come in pieces; its first "\r\n\r\n" ends at byte
-    // 18, so it is recognised before it could pass for an HTTP/1 head.
-    if head.starts_with(H2_PREFACE) {
-        return HeadScan::Http2;
-    }
-    // Built once: a searcher built per call costs more than the search.
-    static HEAD_END: LazyLock<memchr::memmem::Finder<'static>> =
-        LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
-    let Some(end) = HEAD_END.find(&head[from..]) else {
-        return HeadScan::Incomplete;
-    };
-    let named = |line: &[u8], name: &[u8]| {
-        line.len() > name.len()
-            && line[name.len()] == b':'
-            && line[..name.len()].eq_ignore_ascii_case(name)
-    };
-    let head = &head[..from + end];
-    let (mut content_length, mut transfer_encoding) = (false, false);
-    // From each line start to the end of the head: `named` reads a prefix.
-    for line in memchr::memchr_iter(b'\n', head).map(|nl| &head[nl + 1..]) {
-        match line.first().map(u8::to_ascii_lowercase) {
-            Some(b'c') => content_length |= named(line, b"content-length"),
-            Some(b't') => transfer_encoding |= named(line, b"transfer-encoding"),
-            _ => {}
-        }
-    }
-    HeadScan::Complete {
-        conflicting_length: content_length && transfer_encoding,
+    /// Starts the HTTP/2 frame watch on a connection that sent the client
+    /// preface, with what was read so far.
+    fn watch_http2(&mut self) -> Result<(), Abuse> {
+        let mut watch = FrameWatch::new(self.max_header_bytes);
+        let fed = watch.feed(&self.replay);
+        self.h2 = Some(Box::new(watch));
+        fed
     }
 }
 
@@ -1243,8 +1175,6 @@ impl<S: AsyncRead + Unpin> Tracked<S> {
                 a.since_ms.store(now, Ordering::Release);
                 a.reading_head.store(true, Ordering::Release);
                 a.rearm.store(true, Ordering::Release);
-                self.head.clear();
-                self.scanning = !self.plain;
             }
             if let Err(abuse) = self.check(&buf.filled()[before..]) {
                 // h2 never sees these bytes; the failed read ends the connection.

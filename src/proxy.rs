@@ -23,6 +23,8 @@ use crate::access_log::Entry;
 use crate::config::Protocol;
 use crate::error::{ProxyError, find_source};
 use crate::headers;
+use crate::http1::Refusal;
+use crate::http1::stream::Verdicts;
 use crate::listener::RequestGuard;
 use crate::state::{Shared, Snapshot};
 use crate::upstream::client::{self, BoxError, UpstreamBody};
@@ -38,14 +40,31 @@ pub struct Downstream {
     /// connection.
     pub client_ip: HeaderValue,
     pub https: bool,
-    /// The HTTP/1 head declared both Content-Length and Transfer-Encoding.
-    pub conflicting_length: bool,
+    /// For a request hyper read: the follower's verdicts and this
+    /// request's place among them (`http1::stream`).
+    pub message: Option<MessageVerdict>,
     /// When the request began to be handled: the start of its duration,
     /// and of its first attempt.
     pub started: std::time::Instant,
     /// fulcrum's own HTTP/1.1 server side answers it (`h1_server`): an
     /// HTTP/1.1 endpoint's response fields may come as lines, not a map.
     pub plain: bool,
+}
+
+/// A request's place in its connection's request stream, as the follower
+/// judged it: its head, and its body while it comes.
+#[derive(Debug, Clone)]
+pub struct MessageVerdict {
+    pub verdicts: Arc<Verdicts>,
+    pub index: u64,
+}
+
+impl MessageVerdict {
+    /// Why the request breaks the HTTP/1.1 framing rules, if it does (so
+    /// far: its body is judged as it comes).
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.verdicts.refusal_of(self.index)
+    }
 }
 
 /// The body sent to an endpoint: the client's body, streamed, under
@@ -63,6 +82,8 @@ pub struct RequestBody {
     /// Where an unread body goes back when the attempt that owned it failed,
     /// so a retry can send it (present only when a retry could use it).
     slot: Option<Arc<Mutex<Option<Incoming>>>>,
+    /// The follower's verdict on the request, for a body hyper decodes.
+    message: Option<MessageVerdict>,
 }
 
 /// Why the request body stopped.
@@ -76,6 +97,8 @@ pub enum BodyError {
     Client(#[source] hyper::Error),
     #[error("request body does not match its Content-Length")]
     Length,
+    #[error("request body framing: {0}")]
+    Framing(Refusal),
 }
 
 /// The body sent to the client: an endpoint's response streamed through, or
@@ -234,11 +257,11 @@ async fn forward(
     if head_size(parts) > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
-    // hyper drops Content-Length when Transfer-Encoding is present (HTTP/1)
-    // and HTTP/2 refuses Transfer-Encoding, so the request cannot show the
-    // conflict: the connection's head scan (listener.rs) reports it.
-    if downstream.conflicting_length {
-        return Err(ProxyError::ConflictingLength);
+    // hyper accepts some framing fulcrum refuses (it drops Content-Length
+    // beside Transfer-Encoding, reads codings besides chunked), and the
+    // request cannot show it: the follower of the stream judged the head.
+    if let Some(refusal) = downstream.message.as_ref().and_then(MessageVerdict::refusal) {
+        return Err(ProxyError::Framing(refusal));
     }
 
     if parts.method == Method::CONNECT {
@@ -369,6 +392,7 @@ async fn forward(
             armed: false,
             started: false,
             slot: slot.clone(),
+            message: downstream.message.clone(),
         };
         // The first attempt leaves as the request came (its routing took a
         // microsecond or two): one clock read fewer.
@@ -509,6 +533,7 @@ fn classify(error: client::Error, upstream: &Upstream, endpoint: &Arc<str>) -> F
             BodyError::TooLarge => ProxyError::BodyTooLarge,
             BodyError::Timeout => ProxyError::BodyTimeout,
             BodyError::Client(_) | BodyError::Length => ProxyError::ClientBodyAborted,
+            BodyError::Framing(refusal) => ProxyError::Framing(*refusal),
         });
     }
     if error.is_connect() {
@@ -690,6 +715,12 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 this.started = true;
                 this.armed = false;
+                // The follower read these bytes first: a chunk line it
+                // refuses is known by now.
+                if let Some(refusal) = this.message.as_ref().and_then(MessageVerdict::refusal) {
+                    this.inner = None;
+                    return Poll::Ready(Some(Err(BodyError::Framing(refusal))));
+                }
                 if let Some(data) = frame.data_ref() {
                     this.read += data.len() as u64;
                     if this.limit > 0 && this.read > this.limit {

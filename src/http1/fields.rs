@@ -61,6 +61,15 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
     tokens(value).any(|t| t.eq_ignore_ascii_case(token))
 }
 
+/// Whether the last element of a comma-separated field value is `token`
+/// (any case): how `chunked` must end a Transfer-Encoding.
+pub fn last_token_is(value: &[u8], token: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// The hop-by-hop fields (RFC 9110 section 7.6.1, and `Keep-Alive` and
 /// `Proxy-Connection` as deployed): never forwarded, either way; names in
 /// lower case as `HeaderName` keeps them.

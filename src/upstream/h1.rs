@@ -19,7 +19,7 @@
 //! connection to the upgrade.
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice, Write as _};
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
@@ -32,7 +32,8 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::client::{Lease, Outgoing};
-use crate::headers::write_lines;
+use crate::http1::chunk::{self, write_size_line};
+use crate::http1::fields::{self as rules, Codings, Lengths, allowed_in_trailers};
 use crate::proxy::{BodyError, RequestBody};
 
 /// Headers in a response head, as hyper allows by default.
@@ -40,8 +41,7 @@ const MAX_HEADERS: usize = 100;
 /// A response head larger than this is refused (hyper's default buffer
 /// ceiling).
 const MAX_HEAD: usize = 8192 + 4096 * 100;
-/// A chunk-size line or a trailer section longer than this is refused.
-const MAX_CHUNK_LINE: usize = 4096;
+/// A trailer section longer than this is refused.
 const MAX_TRAILERS: usize = 64 * 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8192;
@@ -308,7 +308,17 @@ impl Upload {
                     Err(frame) => {
                         if let (Ok(trailers), Encoder::Chunked) = (frame.into_trailers(), encoder) {
                             self.out.pre.extend_from_slice(b"0\r\n");
-                            write_lines(&mut self.out.pre, &trailers);
+                            // No framing, routing or hop-by-hop field
+                            // passes in a trailer.
+                            for (name, value) in &trailers {
+                                if allowed_in_trailers(name.as_str()) {
+                                    crate::headers::write_line(
+                                        &mut self.out.pre,
+                                        name.as_str().as_bytes(),
+                                        value.as_bytes(),
+                                    );
+                                }
+                            }
                             self.out.pre.extend_from_slice(b"\r\n");
                             self.body_done = true;
                         }
@@ -351,8 +361,7 @@ impl Staged {
             return;
         }
         if encoder == Encoder::Chunked {
-            // Written in place: no string built per chunk.
-            let _ = write!(self.pre, "{:x}\r\n", data.len());
+            write_size_line(&mut self.pre, data.len());
         }
         let post: &'static [u8] = if encoder == Encoder::Chunked {
             b"\r\n"
@@ -411,28 +420,30 @@ fn poll_read(
 }
 
 /// Writes the request line and headers; says how the body will be framed
-/// (`None`: no body), adding `Content-Length` or `Transfer-Encoding` when
-/// the client's request had neither.
+/// (`None`: no body).
+///
+/// The framing is written here and only here, from the body as the client's
+/// framing was parsed (its exact length, or none known: chunked), never
+/// copied from the client's fields, which the field rewrite leaves out
+/// (`Forwarding::write`). A request without a body gets `Content-Length: 0`
+/// when the client sent a Content-Length.
 fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, body: &RequestBody) -> Option<Encoder> {
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(request.target.as_str().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    request.forwarding.write(request.headers, out);
-    // The declared length is looked up only for a request with a body.
-    let declared = || {
-        request
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
+    request
+        .forwarding
+        .write(request.headers, out, request.authority.as_str());
     let encoder = if body.is_end_stream() {
+        if request.headers.contains_key(CONTENT_LENGTH) {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
         None
-    } else if let Some(n) = declared() {
-        Some(Encoder::Length(n))
     } else if let Some(n) = body.size_hint().exact() {
-        out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
         Some(Encoder::Length(n))
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -518,8 +529,8 @@ fn parse_head(
         let framing = framing(status, &seen, head_request, upgrade)?;
         // Framed two ways (RFC 9112, 6.3): the connection is not trusted
         // with another message.
-        let ambiguous =
-            seen.chunked.is_some() && (seen.length.is_some() || version == Version::HTTP_10);
+        let ambiguous = seen.codings.present()
+            && (seen.lengths.get().is_some() || version == Version::HTTP_10);
         let keep_alive = if version == Version::HTTP_10 {
             seen.keep_alive && !seen.close
         } else {
@@ -566,10 +577,13 @@ fn map_fields(
         // The Connection field names other fields: they go too.
         crate::headers::strip_hop_by_hop(&mut headers, false);
     }
-    if seen.chunked.is_some() {
+    if seen.codings.present() {
         // Transfer-Encoding overrides Content-Length, which must not
         // reach the client beside a body framed some other way.
         headers.remove(CONTENT_LENGTH);
+    } else if let (true, Some(n)) = (seen.lengths.repeated(), seen.lengths.get()) {
+        // `5, 5` or two equal fields: sent on as one value.
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok((headers, seen))
 }
@@ -606,7 +620,7 @@ fn raw_fields(
         buf.extend_from_slice(value);
         buf.extend_from_slice(b"\r\n");
     }
-    if lengths > 1 || (lengths > 0 && seen.chunked.is_some()) {
+    if lengths > 1 || seen.lengths.repeated() || (lengths > 0 && seen.codings.present()) {
         return Ok(None);
     }
     let raw = RawHead {
@@ -686,13 +700,12 @@ impl Kind {
     }
 }
 
-/// What a response head's hop-by-hop and length fields said.
+/// What a response head's hop-by-hop and length fields said, read by the
+/// rules of `http1::fields`.
 #[derive(Default)]
 struct Seen {
-    /// Transfer-Encoding was present: whether its last coding is chunked.
-    chunked: Option<bool>,
-    /// The Content-Length, its values all agreeing.
-    length: Option<u64>,
+    codings: Codings,
+    lengths: Lengths,
     close: bool,
     keep_alive: bool,
     /// Connection named fields other than its own options.
@@ -706,21 +719,23 @@ impl Seen {
     fn field(&mut self, kind: Kind, value: &[u8]) -> Result<bool, Failure> {
         match kind {
             Kind::ContentLength => {
-                self.content_length(value)?;
+                self.lengths
+                    .add(value)
+                    .map_err(|_| Failure::Invalid("bad or conflicting Content-Length"))?;
                 Ok(true)
             }
             Kind::TransferEncoding => {
-                self.chunked = Some(crate::headers::last_token_is(value, b"chunked"));
+                self.codings.add(value);
                 Ok(false)
             }
             Kind::Connection => {
                 let mut options_only = true;
-                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                for token in rules::tokens(value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         self.close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         self.keep_alive = true;
-                    } else if !token.is_empty() {
+                    } else {
                         options_only = false;
                     }
                 }
@@ -732,19 +747,15 @@ impl Seen {
         }
     }
 
-    fn content_length(&mut self, value: &[u8]) -> Result<(), Failure> {
-        for item in value.split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return Err(Failure::Invalid("bad Content-Length"));
-            }
-            let n = item.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-            if self.length.is_some_and(|l| l != n) {
-                return Err(Failure::Invalid("conflicting Content-Length values"));
-            }
-            self.length = Some(n);
-        }
-        Ok(())
+    /// Whether the body is chunked; a Transfer-Encoding fulcrum cannot
+    /// decode (a coding besides chunked, chunked twice or not last) makes
+    /// the response invalid, as nginx holds it: forwarding it decoded would
+    /// drop a coding, and reading to the close would forward a body framed
+    /// one way under fields that say another.
+    fn chunked(&self) -> Result<bool, Failure> {
+        self.codings
+            .chunked()
+            .map_err(|_| Failure::Invalid("unsupported Transfer-Encoding"))
     }
 }
 
@@ -765,11 +776,13 @@ fn framing(
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    Ok(match (seen.chunked, seen.length) {
-        (Some(true), _) => Framing::Chunked,
-        (Some(false), _) | (None, None) => Framing::Close,
-        (None, Some(0)) => Framing::Empty,
-        (None, Some(n)) => Framing::Length(n),
+    if seen.chunked()? {
+        return Ok(Framing::Chunked);
+    }
+    Ok(match seen.lengths.get() {
+        None => Framing::Close,
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
     })
 }
 
@@ -929,7 +942,7 @@ impl Body for ResponseBody {
                 }
                 Decode::ChunkSize => {
                     if let Some(nl) = memchr::memchr(b'\n', read) {
-                        let Some(size) = chunk_size(&read[..nl]) else {
+                        let Ok(size) = chunk::parse_size_line(&read[..nl]) else {
                             return this.fail(BodyFailure::Invalid("bad chunk size"), cx);
                         };
                         read.advance(nl + 1);
@@ -940,7 +953,7 @@ impl Body for ResponseBody {
                         };
                         continue;
                     }
-                    if read.len() > MAX_CHUNK_LINE {
+                    if read.len() > chunk::MAX_LINE {
                         return this.fail(BodyFailure::Invalid("chunk-size line too long"), cx);
                     }
                 }
@@ -960,7 +973,8 @@ impl Body for ResponseBody {
                                     if let (Ok(name), Ok(value)) = (
                                         HeaderName::from_bytes(f.name.as_bytes()),
                                         HeaderValue::from_bytes(f.value),
-                                    ) {
+                                    ) && allowed_in_trailers(name.as_str())
+                                    {
                                         map.append(name, value);
                                     }
                                 }
@@ -1006,17 +1020,6 @@ impl Body for ResponseBody {
             _ => SizeHint::default(),
         }
     }
-}
-
-/// The size in a chunk-size line (extensions ignored), CR LF or LF ended.
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let digits = line.split(|&b| b == b';').next()?.trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
-        return None;
-    }
-    let text = std::str::from_utf8(digits).ok()?;
-    u64::from_str_radix(text, 16).ok()
 }
 
 #[cfg(test)]
