@@ -112,14 +112,37 @@ impl ProxyError {
         }
     }
 
-    /// The plain-text response for this failure.
-    pub fn to_response(&self) -> Response<ResponseBody> {
+    /// The plain-text cause this failure's response carries.
+    fn text(&self) -> String {
         let status = self.status();
-        let text = format!(
+        format!(
             "{} {}: {self}\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or("")
-        );
+        )
+    }
+
+    /// The whole HTTP/1.1 response for this failure, closing the
+    /// connection: for a request refused before any server side read it
+    /// (the listener's follower of the request stream).
+    pub fn to_http1_closing(&self) -> Vec<u8> {
+        let status = self.status();
+        let text = self.text();
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+             connection: close\r\ndate: {}\r\n\r\n{text}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            text.len(),
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )
+        .into_bytes()
+    }
+
+    /// The plain-text response for this failure.
+    pub fn to_response(&self) -> Response<ResponseBody> {
+        let status = self.status();
+        let text = self.text();
         let mut response = Response::new(ResponseBody::full(Bytes::from(text)));
         *response.status_mut() = status;
         response

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, EXPECT, Entry, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, EXPECT, Entry, HOST, HeaderMap, HeaderName, HeaderValue, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::PathAndQuery;
 
@@ -215,8 +215,9 @@ impl Forwarding<'_> {
                     false
                 }
                 "content-length" | "expect" | "trailer" | "transfer-encoding"
-                | "x-forwarded-proto"
-                | "x-forwarded-host" | "keep-alive" | "proxy-connection" => false,
+                | "x-forwarded-proto" | "x-forwarded-host" | "keep-alive" | "proxy-connection" => {
+                    false
+                }
                 _ => true,
             };
             if keep {
@@ -463,8 +464,14 @@ mod tests {
             host: None,
             upgrade: false,
         };
-        let lines = written(&f, &map(&[("content-length", "5"), ("connection", "content-length")]));
-        assert!(lines.iter().all(|(k, _)| k != "content-length"), "{lines:?}");
+        let lines = written(
+            &f,
+            &map(&[("content-length", "5"), ("connection", "content-length")]),
+        );
+        assert!(
+            lines.iter().all(|(k, _)| k != "content-length"),
+            "{lines:?}"
+        );
         assert!(lines.contains(&("host".to_owned(), "endpoint:80".to_owned())));
     }
 

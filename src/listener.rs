@@ -15,8 +15,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,8 +35,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
+use crate::error::ProxyError;
 use crate::h1_server::{self, Ended};
 use crate::h2_guard::{Abuse, FrameWatch};
+use crate::http1::Refusal;
 use crate::http1::stream::{RequestStream, Verdicts};
 use crate::proxy::{self, Downstream, MessageVerdict};
 use crate::state::Shared;
@@ -397,6 +399,39 @@ enum End {
     Io(io::Error),
 }
 
+/// fulcrum's answer to a request refused before any server side read it,
+/// written whole, then the connection closes.
+struct Refusing<S> {
+    io: Tracked<S>,
+    out: Vec<u8>,
+    written: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Refusing<S> {
+    fn new(io: Tracked<S>, refusal: Refusal) -> Self {
+        tracing::debug!(%refusal, client = %io.activity.peer, "request refused");
+        Self {
+            io,
+            out: ProxyError::Framing(refusal).to_http1_closing(),
+            written: 0,
+        }
+    }
+
+    fn poll(&mut self, task: &mut Context<'_>) -> Poll<End> {
+        while self.written < self.out.len() {
+            match std::task::ready!(
+                Pin::new(&mut self.io).poll_write(task, &self.out[self.written..])
+            ) {
+                Ok(0) => return Poll::Ready(End::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.written += n,
+                Err(error) => return Poll::Ready(End::Io(error)),
+            }
+        }
+        let _ = std::task::ready!(Pin::new(&mut self.io).poll_shutdown(task));
+        Poll::Ready(End::Closed)
+    }
+}
+
 /// What the first bytes of a connection show.
 enum Detected {
     Http1,
@@ -429,7 +464,7 @@ pin_project_lite::pin_project! {
         S: Transport,
         Svc: HttpService<Incoming>,
     {
-        // Exactly one of these four holds the socket.
+        // Exactly one of these five holds the socket.
         // While the protocol is being detected, and while parked.
         io: Option<Tracked<S>>,
         // While fulcrum serves plain HTTP/1.1 requests itself.
@@ -438,6 +473,9 @@ pin_project_lite::pin_project! {
         h1: Option<Pin<Box<H1<S, Svc>>>>,
         // While hyper serves HTTP/2 (to the end).
         h2: Option<Pin<Box<H2<S, Svc>>>>,
+        // While fulcrum answers a request it refused before hyper read
+        // it, then closes.
+        refusing: Option<Box<Refusing<S>>>,
         service: Svc,
         // Starts a plain request (`plain_request`, a function item: no
         // bytes).
@@ -540,6 +578,7 @@ fn serve_connection<S: Transport>(
         own: None,
         h1: None,
         h2: None,
+        refusing: None,
         service: service(Arc::clone(&activity)),
         handler: plain_request,
         activity,
@@ -680,8 +719,18 @@ where
                         // A request that is not plain: hyper serves the
                         // connection from it on, until it parks.
                         if let Some((mut tracked, read_ahead)) = own.as_mut().take_io() {
-                            tracked.hand_to_hyper(read_ahead);
-                            *self.h1 = Some(http1_connection(tracked, self.service, hard_limit));
+                            match tracked.hand_to_hyper(read_ahead) {
+                                // The first request hyper would read is
+                                // refused: answered here, with its cause.
+                                Some(refusal) => {
+                                    *self.refusing =
+                                        Some(Box::new(Refusing::new(tracked, refusal)));
+                                }
+                                None => {
+                                    *self.h1 =
+                                        Some(http1_connection(tracked, self.service, hard_limit));
+                                }
+                            }
                         }
                         *self.own = None;
                         continue;
@@ -756,6 +805,10 @@ where
             } else if let Some(conn) = self.h2.as_mut() {
                 if let Poll::Ready(result) = conn.as_mut().poll(task) {
                     return Poll::Ready(result.map_or_else(End::Error, |()| End::Closed));
+                }
+            } else if let Some(refusing) = self.refusing.as_mut() {
+                if let Poll::Ready(end) = refusing.poll(task) {
+                    return Poll::Ready(end);
                 }
             } else if let Some(tracked) = self.io.as_mut() {
                 if *self.detecting {
@@ -1112,17 +1165,23 @@ impl<S> Tracked<S> {
 
     /// Hands the connection from fulcrum's own server side to hyper:
     /// `read_ahead` (read, not served, beginning with a request head) is
-    /// followed as bytes just read would be, and replayed.
-    fn hand_to_hyper(&mut self, read_ahead: Bytes) {
+    /// followed as bytes just read would be, and replayed. The refusal of
+    /// the first request, if the follower refuses it: nothing is handed
+    /// over then, as hyper would answer some of these itself with no cause.
+    fn hand_to_hyper(&mut self, read_ahead: Bytes) -> Option<Refusal> {
         self.plain = false;
         let verdicts = Arc::new(Verdicts::default());
         let mut stream = RequestStream::new(hard_limit(self.max_header_bytes));
         if let Some(refused) = stream.feed(&read_ahead) {
+            if refused.message == 0 {
+                return Some(refused.refusal);
+            }
             verdicts.record(refused);
         }
         self.activity.verdicts.store(Some(verdicts));
         self.stream = Some(Box::new(stream));
         self.replay = read_ahead;
+        None
     }
 
     /// Checks bytes just read: an HTTP/2 client's frames, or the HTTP/1

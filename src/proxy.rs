@@ -260,49 +260,16 @@ async fn forward(
     // hyper accepts some framing fulcrum refuses (it drops Content-Length
     // beside Transfer-Encoding, reads codings besides chunked), and the
     // request cannot show it: the follower of the stream judged the head.
-    if let Some(refusal) = downstream.message.as_ref().and_then(MessageVerdict::refusal) {
+    if let Some(refusal) = downstream
+        .message
+        .as_ref()
+        .and_then(MessageVerdict::refusal)
+    {
         return Err(ProxyError::Framing(refusal));
     }
 
-    if parts.method == Method::CONNECT {
-        return Err(ProxyError::BadRequest("CONNECT is not supported"));
-    }
-    // The Host the client sent: the header, or the HTTP/2 :authority.
-    let mut hosts = parts.headers.get_all(HOST).iter();
-    let host_header = hosts.next();
-    if hosts.next().is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header"));
-    }
-    let host_value: Option<HeaderValue> = match host_header {
-        Some(h) => Some(h.clone()),
-        None => match parts.uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => None,
-        },
-    };
-    // An absolute-form target names its own host; one that disagrees with
-    // Host is ambiguous (RFC 9112 says the target wins, caches and endpoints
-    // may use Host): refuse it rather than guess.
-    if let (Some(authority), Some(host)) = (parts.uri.authority(), host_header)
-        && !authority
-            .as_str()
-            .as_bytes()
-            .eq_ignore_ascii_case(host.as_bytes())
-    {
-        return Err(ProxyError::BadRequest(
-            "Host disagrees with the request target",
-        ));
-    }
-    let host = match &host_value {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ProxyError::BadRequest("Host is not valid text"))?,
-        ),
-        None if parts.version == Version::HTTP_11 => {
-            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
-        }
-        None => None,
-    };
+    let host_value = target_and_host(parts)?;
+    let host = host_value.as_ref().map(|v| v.to_str().unwrap_or_default());
     let route = snapshot
         .routes
         .find(downstream.listener, host, parts.uri.path())
@@ -618,6 +585,60 @@ async fn splice(downstream: crate::listener::OnUpgrade, upstream: (TcpStream, By
 }
 
 /// The declared Content-Length, if one valid value is present.
+/// Checks the request target and Host (RFC 9112 section 3.2, RFC 9110
+/// section 7.2); the Host the client sent: the field, or the HTTP/2
+/// `:authority` (absent only for HTTP/1.0 without one).
+fn target_and_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyError> {
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    // Origin form or absolute form only: an authority form (`host:port`)
+    // or an asterisk form names no path to forward.
+    let Some(target) = parts.uri.path_and_query() else {
+        return Err(ProxyError::BadRequest("request target has no path"));
+    };
+    if !target.as_str().starts_with('/') {
+        return Err(ProxyError::BadRequest("request target has no path"));
+    }
+    if !target.as_str().is_ascii() {
+        return Err(ProxyError::BadRequest("request target is not ASCII"));
+    }
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    let host_value: Option<HeaderValue> = match host_header {
+        Some(h) => Some(h.clone()),
+        None => match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => None,
+        },
+    };
+    // An absolute-form target names its own host; one that disagrees with
+    // Host is ambiguous (RFC 9112 says the target wins, caches and endpoints
+    // may use Host): refuse it rather than guess.
+    if let (Some(authority), Some(host)) = (parts.uri.authority(), host_header)
+        && !authority
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(host.as_bytes())
+    {
+        return Err(ProxyError::BadRequest(
+            "Host disagrees with the request target",
+        ));
+    }
+    match &host_value {
+        Some(v) if !crate::http1::fields::valid_host(v.as_bytes()) => {
+            Err(ProxyError::BadRequest("Host is not a host and port"))
+        }
+        None if parts.version == Version::HTTP_11 => {
+            Err(ProxyError::BadRequest("HTTP/1.1 request without Host"))
+        }
+        _ => Ok(host_value),
+    }
+}
+
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)?

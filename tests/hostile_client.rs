@@ -150,7 +150,6 @@ async fn invalid_chunked_bodies_never_become_a_second_request() {
     .await;
     assert!(line.starts_with("HTTP/1.1 400"), "{response}");
     assert!(response.contains("invalid chunked framing"), "{response}");
-
 }
 
 #[tokio::test]

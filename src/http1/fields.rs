@@ -110,7 +110,10 @@ pub fn is_protected(name: &[u8]) -> bool {
 pub fn allowed_in_trailers(name: &str) -> bool {
     !(is_protected(name.as_bytes())
         || is_hop_by_hop(name)
-        || matches!(name, "expect" | "content-encoding" | "content-type" | "content-range"))
+        || matches!(
+            name,
+            "expect" | "content-encoding" | "content-type" | "content-range"
+        ))
 }
 
 /// The Content-Length of a message, read from each of its
@@ -126,15 +129,13 @@ pub struct Lengths {
 impl Lengths {
     /// Reads one `Content-Length` field value.
     pub fn add(&mut self, value: &[u8]) -> Result<(), Refusal> {
-        let mut items = 0;
         for item in value.split(|&b| b == b',') {
             let n = digits(item.trim_ascii()).ok_or(Refusal::BadLength)?;
             if self.value.is_some_and(|prior| prior != n) {
                 return Err(Refusal::DifferingLengths);
             }
-            self.repeated |= self.value.is_some() || items > 0;
+            self.repeated |= self.value.is_some();
             self.value = Some(n);
-            items += 1;
         }
         Ok(())
     }
@@ -174,13 +175,9 @@ impl Codings {
     pub fn add(&mut self, value: &[u8]) {
         self.present = true;
         for coding in tokens(value) {
-            // A coding's parameters follow its name after ";".
-            let name = coding
-                .split(|&b| b == b';')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii();
-            if name.eq_ignore_ascii_case(b"chunked") {
+            // chunked takes no parameters: `chunked;q=1` is another coding
+            // (hyper reads it so too).
+            if coding.eq_ignore_ascii_case(b"chunked") {
                 self.chunked += 1;
                 self.chunked_last = true;
             } else {
@@ -222,7 +219,10 @@ pub enum Framing {
 }
 
 /// The framing a request's fields declare (RFC 9112 section 6.3, for a
-/// request): `fields` are its (name, value) pairs as received.
+/// request): `fields` are its (name, value) pairs as received. A list in
+/// one Content-Length field is refused (RFC 9110 section 8.6 lets a
+/// recipient refuse it, and hyper, which reads the body, does); equal
+/// repeated fields stand for one.
 pub fn request_framing<'a>(
     http10: bool,
     fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
@@ -232,6 +232,9 @@ pub fn request_framing<'a>(
     for (name, value) in fields {
         if name.eq_ignore_ascii_case(b"content-length") {
             length_field = true;
+            if value.contains(&b',') {
+                return Err(Refusal::BadLength);
+            }
             lengths.add(value)?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             codings.add(value);
@@ -327,7 +330,18 @@ mod tests {
         assert_eq!(length(&[" 0 "]), Ok(Some(0)));
         assert_eq!(length(&["5", "6"]), Err(Refusal::DifferingLengths));
         assert_eq!(length(&["5, 6"]), Err(Refusal::DifferingLengths));
-        for bad in ["+5", "-5", "5 5", "0x5", "", "5,", ",5", "5;", "1e3", "99999999999999999999"] {
+        for bad in [
+            "+5",
+            "-5",
+            "5 5",
+            "0x5",
+            "",
+            "5,",
+            ",5",
+            "5;",
+            "1e3",
+            "99999999999999999999",
+        ] {
             assert_eq!(length(&[bad]), Err(Refusal::BadLength), "{bad:?}");
         }
         let mut l = Lengths::default();
@@ -354,13 +368,17 @@ mod tests {
         assert_eq!(codings(&["chunked"]), Ok(true));
         assert_eq!(codings(&["Chunked"]), Ok(true));
         assert_eq!(codings(&["gzip, chunked"]), Err(Refusal::UnsupportedCoding));
-        assert_eq!(codings(&["gzip", "chunked"]), Err(Refusal::UnsupportedCoding));
+        assert_eq!(
+            codings(&["gzip", "chunked"]),
+            Err(Refusal::UnsupportedCoding)
+        );
         assert_eq!(codings(&["chunked, chunked"]), Err(Refusal::BadCodings));
         assert_eq!(codings(&["chunked", "chunked"]), Err(Refusal::BadCodings));
         assert_eq!(codings(&["chunked, gzip"]), Err(Refusal::BadCodings));
         assert_eq!(codings(&["gzip"]), Err(Refusal::BadCodings));
         assert_eq!(codings(&[""]), Err(Refusal::BadCodings));
         assert_eq!(codings(&["xchunked"]), Err(Refusal::BadCodings));
+        assert_eq!(codings(&["chunked;q=1"]), Err(Refusal::BadCodings));
     }
 
     fn framing(http10: bool, fields: &[(&str, &str)]) -> Result<Framing, Refusal> {
@@ -373,18 +391,30 @@ mod tests {
     #[test]
     fn request_framing_follows_rfc_9112() {
         assert_eq!(framing(false, &[]), Ok(Framing::None));
-        assert_eq!(framing(false, &[("Content-Length", "0")]), Ok(Framing::None));
-        assert_eq!(framing(false, &[("content-length", "3")]), Ok(Framing::Length(3)));
+        assert_eq!(
+            framing(false, &[("Content-Length", "0")]),
+            Ok(Framing::None)
+        );
+        assert_eq!(
+            framing(false, &[("content-length", "3")]),
+            Ok(Framing::Length(3))
+        );
         assert_eq!(
             framing(false, &[("Transfer-Encoding", "chunked")]),
             Ok(Framing::Chunked)
         );
         assert_eq!(
-            framing(false, &[("Content-Length", "3"), ("Transfer-Encoding", "chunked")]),
+            framing(
+                false,
+                &[("Content-Length", "3"), ("Transfer-Encoding", "chunked")]
+            ),
             Err(Refusal::LengthAndCodings)
         );
         assert_eq!(
-            framing(false, &[("Transfer-Encoding", "chunked"), ("Content-Length", "3")]),
+            framing(
+                false,
+                &[("Transfer-Encoding", "chunked"), ("Content-Length", "3")]
+            ),
             Err(Refusal::LengthAndCodings)
         );
         assert_eq!(
@@ -394,6 +424,14 @@ mod tests {
         assert_eq!(
             framing(false, &[("Transfer-Encoding", "gzip, chunked")]),
             Err(Refusal::UnsupportedCoding)
+        );
+        assert_eq!(
+            framing(false, &[("Content-Length", "5, 5")]),
+            Err(Refusal::BadLength)
+        );
+        assert_eq!(
+            framing(false, &[("Content-Length", "5"), ("content-length", "5")]),
+            Ok(Framing::Length(5))
         );
         assert_eq!(Refusal::UnsupportedCoding.status(), 501);
         assert_eq!(Refusal::LengthAndCodings.status(), 400);

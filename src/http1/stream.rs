@@ -317,7 +317,11 @@ mod tests {
     fn every_cut(stream: &str) -> (Option<Refused>, u64) {
         let whole = follow(stream.as_bytes(), stream.len());
         for size in 1..stream.len().min(40) {
-            assert_eq!(follow(stream.as_bytes(), size), whole, "{stream:?} in {size}");
+            assert_eq!(
+                follow(stream.as_bytes(), size),
+                whole,
+                "{stream:?} in {size}"
+            );
         }
         whole
     }

@@ -219,6 +219,18 @@ impl Conn {
         })
         .await;
         match answer {
+            // A first chunk line that came with the head is read now: if
+            // it is invalid, the client gets a 502 rather than a head and
+            // a cut body.
+            Ok(answer)
+                if answer.framing == Framing::Chunked
+                    && memchr::memchr(b'\n', &self.read)
+                        .is_some_and(|nl| chunk::parse_size_line(&self.read[..nl]).is_err()) =>
+            {
+                self.done = true;
+                self.upload = None;
+                Err(Failure::Invalid("bad chunk size"))
+            }
             Ok(answer) => {
                 self.done |= !answer.reuse;
                 Ok(answer)
@@ -529,8 +541,8 @@ fn parse_head(
         let framing = framing(status, &seen, head_request, upgrade)?;
         // Framed two ways (RFC 9112, 6.3): the connection is not trusted
         // with another message.
-        let ambiguous = seen.codings.present()
-            && (seen.lengths.get().is_some() || version == Version::HTTP_10);
+        let ambiguous =
+            seen.codings.present() && (seen.lengths.get().is_some() || version == Version::HTTP_10);
         let keep_alive = if version == Version::HTTP_10 {
             seen.keep_alive && !seen.close
         } else {
