@@ -39,6 +39,8 @@ pub mod config;
 pub mod demo;
 pub mod diff;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod h1_server;
 pub mod h2_guard;
 pub mod headers;

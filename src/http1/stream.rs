@@ -75,6 +75,11 @@ impl RequestStream {
         }
     }
 
+    /// How many request heads were read.
+    pub fn messages(&self) -> u64 {
+        self.message
+    }
+
     /// Whether a refusal was found (nothing more is read).
     pub fn stopped(&self) -> bool {
         self.state == State::Stopped

@@ -561,6 +561,51 @@ fn parse_head(
     }
 }
 
+/// For the fuzz targets (`crate::fuzzing`): parses `data` as a response
+/// head both ways (fields as lines, fields in a map) and checks what every
+/// head must hold: the two ways agree on status and framing and, where
+/// both give fields, on the fields; no hop-by-hop field and no framing
+/// field beside chunked framing is kept; a repeated length is one value.
+pub(crate) fn check_response_head(data: &[u8], head_request: bool) {
+    let parse = |raw: Option<&mut BytesMut>| {
+        let mut read = BytesMut::from(data);
+        parse_head(&mut read, &mut Names::default(), head_request, false, raw)
+    };
+    let mut lines = BytesMut::new();
+    let (as_lines, as_map) = (parse(Some(&mut lines)), parse(None));
+    let (Ok(Some(as_lines)), Ok(Some(as_map))) = (as_lines, as_map) else {
+        return;
+    };
+    assert_eq!(as_lines.head.status, as_map.head.status);
+    assert_eq!(as_lines.framing, as_map.framing);
+    let headers = &as_map.head.headers;
+    if let Some(raw) = &as_lines.raw {
+        let mut mapped = Vec::new();
+        crate::headers::write_lines(&mut mapped, headers);
+        assert_eq!(
+            &raw.lines[..],
+            &mapped[..],
+            "{:?}",
+            String::from_utf8_lossy(data)
+        );
+    }
+    if as_map.head.status != http::StatusCode::SWITCHING_PROTOCOLS {
+        for name in crate::http1::fields::HOP_BY_HOP {
+            assert!(!headers.contains_key(name), "{name} kept");
+        }
+    }
+    if as_map.framing == Framing::Chunked {
+        assert!(!headers.contains_key(CONTENT_LENGTH));
+    }
+    assert!(headers.get_all(CONTENT_LENGTH).iter().count() <= 1);
+    if let Some(length) = headers.get(CONTENT_LENGTH) {
+        assert!(
+            length.as_bytes().iter().all(u8::is_ascii_digit),
+            "{length:?}"
+        );
+    }
+}
+
 /// Where a field's name and value lie in a response head.
 type Span = (u32, u32, u32, u32);
 

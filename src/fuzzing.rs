@@ -1,0 +1,206 @@
+//! The checks behind the fuzz targets (`fuzz/fuzz_targets/`), here so that
+//! `cargo test` replays every corpus on stable (`tests/fuzz_corpus.rs`)
+//! with the very checks the fuzzer ran. Each takes arbitrary bytes, must
+//! not panic, and asserts what the parser it drives must always hold.
+
+use std::convert::Infallible;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+
+use crate::headers::{Forwarding, client_ip_value};
+use crate::http1::chunk::{parse_size_line, write_size_line};
+use crate::http1::fields::{Framing, request_framing};
+use crate::http1::stream::{MAX_FIELDS, RequestStream};
+
+/// The head limit the follower and hyper are given in these checks.
+const LIMIT: usize = 16 * 1024;
+
+/// The follower of a request stream, fed `data` whole and cut at a place
+/// the data chooses: never panics, and decides the same either way.
+pub fn request_stream(data: &[u8]) {
+    let whole = follow(data, data.len().max(1));
+    let cut = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    assert_eq!(whole, follow(data, cut), "cut into pieces of {cut}");
+}
+
+fn follow(data: &[u8], piece: usize) -> (Option<crate::http1::stream::Refused>, u64) {
+    let mut stream = RequestStream::new(LIMIT);
+    let mut refused = None;
+    for chunk in data.chunks(piece) {
+        refused = refused.or(stream.feed(chunk));
+    }
+    (refused, stream.messages())
+}
+
+/// A response head from an endpoint, read both ways fulcrum reads one
+/// (`upstream::h1`); the first byte says whether it answers a HEAD.
+pub fn response_head(data: &[u8]) {
+    let Some((&first, head)) = data.split_first() else {
+        return;
+    };
+    crate::upstream::check_response_head(head, first & 1 == 1);
+}
+
+/// A chunk-size line: never panics, and a size it reads is written and
+/// read back the same.
+pub fn chunk_line(data: &[u8]) {
+    if let Ok(size) = parse_size_line(data)
+        && let Ok(size) = usize::try_from(size)
+    {
+        let mut line = Vec::new();
+        write_size_line(&mut line, size);
+        assert_eq!(line.pop(), Some(b'\n'));
+        assert_eq!(parse_size_line(&line), Ok(size as u64));
+    }
+}
+
+/// The HTTP/2 frame watch over a client's bytes (after the preface): never
+/// panics, and decides the same whole or in pieces.
+pub fn h2_frames(data: &[u8]) {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let stream = [PREFACE, data].concat();
+    let mut whole = crate::h2_guard::FrameWatch::new(LIMIT);
+    let whole = whole.feed(&stream).map_err(|a| a.cause());
+    let mut pieces = crate::h2_guard::FrameWatch::new(LIMIT);
+    let cut = usize::from(data.first().copied().unwrap_or(7)).max(1);
+    let mut result = Ok(());
+    for chunk in stream.chunks(cut) {
+        result = pieces.feed(chunk).map_err(|a| a.cause());
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(whole, result);
+}
+
+/// The follower against hyper's HTTP/1 server on the same bytes: when the
+/// follower refuses nothing and hyper ends without an error, both found
+/// the same number of requests (they agree on where each message ends, so
+/// no request hyper serves goes unjudged); hyper never serves more than
+/// the follower counted.
+pub fn follower_against_hyper(data: &[u8]) {
+    let (refused, counted) = follow(data, data.len().max(1));
+    if refused.is_some() {
+        return;
+    }
+    let (served, clean) = hyper_serves(data);
+    assert!(
+        served <= counted,
+        "hyper served {served}, follower counted {counted}"
+    );
+    if clean {
+        assert_eq!(served, counted);
+    }
+}
+
+/// How many requests hyper's HTTP/1 server hands to its service when a
+/// client sends `data` and then closes; whether it ended without error.
+fn hyper_serves(data: &[u8]) -> (u64, bool) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let served = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&served);
+    let clean = runtime.block_on(async move {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let service =
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let _ = request.into_body().collect().await;
+                    Ok::<_, Infallible>(http::Response::new(
+                        http_body_util::Empty::<bytes::Bytes>::new(),
+                    ))
+                }
+            });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(LIMIT.max(8192))
+            .half_close(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+        let _ = client.write_all(data).await;
+        let _ = client.shutdown().await;
+        let drain = async move {
+            let mut sink = Vec::new();
+            let _ = client.read_to_end(&mut sink).await;
+        };
+        let (result, ()) = tokio::join!(connection, drain);
+        result.is_ok()
+    });
+    (served.load(Ordering::SeqCst), clean)
+}
+
+/// A request head read as fulcrum's own server side reads one, then
+/// written for an endpoint by `Forwarding::write` and read again: the
+/// written fields hold no framing field, exactly one Host, what
+/// `Forwarding::apply` makes of them, and declare no body (the encoder
+/// alone frames a body, from the parsed framing).
+pub fn forwarding_round_trip(data: &[u8]) {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut fields);
+    let Ok(httparse::Status::Complete(_)) = request.parse(data) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    for f in request.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_bytes(f.value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let ip = client_ip_value(std::net::IpAddr::from([10, 0, 0, 1]));
+    let host = headers.get(http::header::HOST).cloned();
+    let forwarding = Forwarding {
+        client_ip: &ip,
+        https: false,
+        host: host.as_ref(),
+        upgrade: crate::headers::is_upgrade_request(&headers),
+    };
+    let mut out = b"GET / HTTP/1.1\r\n".to_vec();
+    forwarding.write(&headers, &mut out, "endpoint:80");
+    out.extend_from_slice(b"\r\n");
+    let mut again = [httparse::EMPTY_HEADER; MAX_FIELDS * 2];
+    let mut reread = httparse::Request::new(&mut again);
+    assert!(
+        matches!(reread.parse(&out), Ok(httparse::Status::Complete(_))),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    let written: Vec<(&[u8], &[u8])> = reread
+        .headers
+        .iter()
+        .map(|f| (f.name.as_bytes(), f.value))
+        .collect();
+    assert_eq!(
+        request_framing(false, written.iter().copied()),
+        Ok(Framing::None)
+    );
+    let hosts = written
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"host"))
+        .count();
+    assert_eq!(hosts, 1, "{:?}", String::from_utf8_lossy(&out));
+    let mut applied = headers.clone();
+    forwarding.apply(&mut applied);
+    if !applied.contains_key(http::header::HOST) {
+        applied.insert(http::header::HOST, HeaderValue::from_static("endpoint:80"));
+    }
+    let mut want: Vec<(String, Vec<u8>)> = applied
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    let mut got: Vec<(String, Vec<u8>)> = written
+        .iter()
+        .map(|(n, v)| (String::from_utf8_lossy(n).to_ascii_lowercase(), v.to_vec()))
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+}
