@@ -2,7 +2,10 @@
 //!
 //! Deep code returns a typed [`ProxyError`]; [`ProxyError::status`] maps every
 //! variant with an exhaustive match, and the body is a plain-text sentence
-//! naming the cause.
+//! naming the cause. The sentence names the upstream, never an endpoint's
+//! address: a client does not learn the internal topology. The address is
+//! in the error's fields, for the log ([`ProxyError::endpoint`]) and the
+//! access log.
 
 use std::sync::Arc;
 
@@ -30,9 +33,7 @@ pub enum ProxyError {
     HeadersTooLarge,
     #[error("the client stopped sending the request body")]
     ClientBodyAborted,
-    #[error(
-        "endpoint {endpoint} of upstream {upstream} refused the connection or could not be reached"
-    )]
+    #[error("an endpoint of upstream {upstream} refused the connection or could not be reached")]
     ConnectFailed {
         upstream: Arc<str>,
         endpoint: Arc<str>,
@@ -40,7 +41,7 @@ pub enum ProxyError {
         source: crate::upstream::client::Error,
     },
     #[error(
-        "endpoint {endpoint} of upstream {upstream} did not accept a connection within connect_timeout"
+        "an endpoint of upstream {upstream} did not accept a connection within connect_timeout"
     )]
     ConnectTimeout {
         upstream: Arc<str>,
@@ -48,14 +49,14 @@ pub enum ProxyError {
         #[source]
         source: crate::upstream::client::Error,
     },
-    #[error("endpoint {endpoint} of upstream {upstream} reset or closed the connection")]
+    #[error("an endpoint of upstream {upstream} reset or closed the connection")]
     Reset {
         upstream: Arc<str>,
         endpoint: Arc<str>,
         #[source]
         source: crate::upstream::client::Error,
     },
-    #[error("endpoint {endpoint} of upstream {upstream} sent an invalid response")]
+    #[error("an endpoint of upstream {upstream} sent an invalid response")]
     InvalidResponse {
         upstream: Arc<str>,
         endpoint: Arc<str>,
@@ -64,9 +65,7 @@ pub enum ProxyError {
     },
     #[error("no usable endpoint in upstream {upstream}")]
     NoUsableEndpoint { upstream: Arc<str> },
-    #[error(
-        "endpoint {endpoint} of upstream {upstream} sent no response headers within response_timeout"
-    )]
+    #[error("an endpoint of upstream {upstream} sent no response headers within response_timeout")]
     ResponseTimeout {
         upstream: Arc<str>,
         endpoint: Arc<str>,
@@ -74,6 +73,18 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// The endpoint the failure happened at, for the log.
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            ProxyError::ConnectFailed { endpoint, .. }
+            | ProxyError::ConnectTimeout { endpoint, .. }
+            | ProxyError::Reset { endpoint, .. }
+            | ProxyError::InvalidResponse { endpoint, .. }
+            | ProxyError::ResponseTimeout { endpoint, .. } => Some(endpoint),
+            _ => None,
+        }
+    }
+
     /// The status SPEC assigns to this failure.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -191,5 +202,16 @@ mod tests {
         );
         let r = ProxyError::NoRoute.to_response();
         assert_eq!(r.headers()[CONTENT_TYPE], "text/plain");
+    }
+
+    #[test]
+    fn no_endpoint_address_reaches_the_client() {
+        let error = ProxyError::ResponseTimeout {
+            upstream: "api".into(),
+            endpoint: "10.0.0.7:8000".into(),
+        };
+        assert!(!error.text().contains("10.0.0.7"), "{}", error.text());
+        assert!(error.text().contains("upstream api"));
+        assert_eq!(error.endpoint(), Some("10.0.0.7:8000"));
     }
 }

@@ -225,6 +225,10 @@ impl BoundListener {
     /// shutdown token), one task per connection; connections drain on it.
     pub async fn serve(self, cx: Arc<Serving>, stop: CancellationToken) {
         let listener = Arc::new(self);
+        // Failed accepts are counted; the warning is written at most once a
+        // minute, with how many came since (a flood must not fill the log).
+        let mut warned: Option<Instant> = None;
+        let mut unlogged = 0u64;
         loop {
             let permit = tokio::select! {
                 permit = Arc::clone(&cx.connections).acquire_owned() => match permit {
@@ -237,8 +241,20 @@ impl BoundListener {
                 accepted = listener.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(error) => {
+                        cx.shared
+                            .metrics
+                            .counter(
+                                crate::metrics::DOWNSTREAM_ACCEPT_ERRORS,
+                                &[("listener", &listener.name)],
+                            )
+                            .increment(1);
+                        unlogged += 1;
+                        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                            tracing::warn!(listener = %listener.name, %error, failed = unlogged, "accept failed");
+                            warned = Some(Instant::now());
+                            unlogged = 0;
+                        }
                         // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(listener = %listener.name, %error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -309,13 +325,27 @@ async fn serve_tls(
     held: Held,
 ) {
     let deadline = held.deadlines.header_read;
+    // A client can fail handshakes at will: counted, logged at debug only
+    // (and rustls logs nothing: its `logging` feature is off).
+    let failed = |cause: &'static str| {
+        activity
+            .shared
+            .metrics
+            .counter(
+                crate::metrics::DOWNSTREAM_TLS_FAILED,
+                &[("listener", &activity.listener), ("cause", cause)],
+            )
+            .increment(1);
+    };
     let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
+            failed("error");
             tracing::debug!(peer = %activity.peer, %error, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            failed("timeout");
             tracing::debug!(peer = %activity.peer, "TLS handshake timed out");
             return;
         }

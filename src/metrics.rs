@@ -37,6 +37,8 @@ pub const BUILD_INFO: &str = "fulcrum_build_info";
 pub const ACCESS_LOG_DROPPED: &str = "fulcrum_access_log_dropped_total";
 pub const UPSTREAM_FAIL_OPEN_REQUESTS: &str = "fulcrum_upstream_fail_open_requests_total";
 pub const DOWNSTREAM_H2_REFUSED: &str = "fulcrum_downstream_h2_refused_total";
+pub const DOWNSTREAM_TLS_FAILED: &str = "fulcrum_downstream_tls_handshake_failures_total";
+pub const DOWNSTREAM_ACCEPT_ERRORS: &str = "fulcrum_downstream_accept_errors_total";
 
 /// How often buffered histogram samples are folded into buckets. The fold
 /// runs on a worker's thread and takes about 6 ns per sample: every 5 s it
@@ -107,6 +109,14 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         DOWNSTREAM_H2_REFUSED,
         "HTTP/2 client connections closed for crossing a limit, by listener and cause.",
+    ),
+    (
+        DOWNSTREAM_TLS_FAILED,
+        "TLS handshakes that failed, by listener and cause (error or timeout); counted, not logged, as a client can cause them at will.",
+    ),
+    (
+        DOWNSTREAM_ACCEPT_ERRORS,
+        "Failed accepts (out of file descriptors and the like), by listener.",
     ),
     (CONFIG_RELOADS, "Config reloads, by result."),
     (

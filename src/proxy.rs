@@ -215,7 +215,12 @@ pub fn handle(
         let mut response = match forwarded.await {
             Ok(response) => response,
             Err(error) => {
-                tracing::debug!(%error, client = %downstream.client, "request answered by fulcrum");
+                tracing::debug!(
+                    %error,
+                    endpoint = error.endpoint(),
+                    client = %downstream.client,
+                    "request answered by fulcrum"
+                );
                 error.to_response()
             }
         };
@@ -466,7 +471,7 @@ async fn forward(
                 // repeated; otherwise only a safe one, or one whose body was
                 // not sent.
                 let repeatable = matches!(cause, RetryCause::Connect) || safe || !empty_body;
-                tracing::debug!(%error, "attempt failed");
+                tracing::debug!(%error, endpoint = error.endpoint(), "attempt failed");
                 if !(allowed && repeatable && attempt < retries)
                     || !(empty_body || recover_body(&mut body, &slot))
                 {

@@ -51,8 +51,12 @@ fn certificates() -> Certs {
 }
 
 async fn tls_proxy(b: &Backend, certs: &Certs) -> Proxy {
+    tls_proxy_with_admin(b, certs, "").await
+}
+
+async fn tls_proxy_with_admin(b: &Backend, certs: &Certs, admin: &str) -> Proxy {
     let config = format!(
-        "[admin]\nbind = \"\"\n[[listener]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\n{}\n[[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{{ address = \"{}\" }}]\n",
+        "[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\n{}\n[[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{{ address = \"{}\" }}]\n",
         certs.toml, b.addr
     );
     Proxy::start(&config).await
@@ -142,6 +146,27 @@ async fn plain_http_on_a_tls_listener_is_refused() {
     .await;
     assert!(!response.contains("200 OK"));
     assert_eq!(b.hits(), 0);
+}
+
+#[tokio::test]
+async fn failed_handshakes_are_counted() {
+    let b = Backend::spawn("a").await;
+    let certs = certificates();
+    let proxy = tls_proxy_with_admin(&b, &certs, "127.0.0.1:0").await;
+    let admin = proxy.admin.expect("admin enabled");
+    for _ in 0..3 {
+        raw(
+            proxy.addr(),
+            b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n",
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+    }
+    let name = "fulcrum_downstream_tls_handshake_failures_total";
+    eventually(std::time::Duration::from_secs(5), || async {
+        metric(admin, name, "cause=\"error\"").await == 3.0
+    })
+    .await;
 }
 
 #[tokio::test]
