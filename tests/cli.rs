@@ -503,7 +503,7 @@ fn check_rejects_a_public_admin_bind_without_a_token() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("{}:2:8: admin.token: required when admin.bind (0.0.0.0:9901) is not a loopback address", path.display())),
+        stderr.contains(&format!("{}:1:1: admin.token: required when admin.bind (0.0.0.0:9901) is not a loopback address", path.display())),
         "{stderr}"
     );
 }

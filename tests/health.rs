@@ -333,11 +333,12 @@ async fn no_usable_endpoint_is_503_unless_failing_open() {
     let refs: Vec<&Backend> = backends.iter().collect();
     let c = client();
     for fail_open in [false, true] {
-        let proxy = Proxy::start(&config(
-            &refs,
-            &format!("fail_open = {fail_open}\n{FAST_CHECKS}"),
-        ))
-        .await;
+        // From a file, so that it can be reloaded.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fulcrum.toml");
+        let text = config(&refs, &format!("fail_open = {fail_open}\n{FAST_CHECKS}"));
+        std::fs::write(&path, text).unwrap();
+        let proxy = Proxy::start_file(&path, false).await;
         let admin = proxy.admin.unwrap();
         eventually(Duration::from_secs(3), || async {
             status(admin).await["upstreams"]["app"]["usable_endpoints"] == 0
@@ -366,6 +367,24 @@ async fn no_usable_endpoint_is_503_unless_failing_open() {
             assert_eq!(s["upstreams"]["app"]["failing_open"], true);
             let metrics = get(&c, &format!("http://{admin}/metrics")).await.2;
             assert!(metrics.contains(r#"fulcrum_upstream_failing_open{upstream="app"} 1"#));
+            // A reload builds the upstream again: with no request since, it
+            // still fails open, and says so.
+            let reload = send(
+                &c,
+                http::Request::post(format!("http://{admin}/reload"))
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(reload.0, 200, "{}", reload.2);
+            assert_eq!(
+                status(admin).await["upstreams"]["app"]["failing_open"],
+                true
+            );
+            eventually(Duration::from_secs(3), || async {
+                metric(admin, "fulcrum_upstream_failing_open", "upstream=\"app\"").await == 1.0
+            })
+            .await;
         } else {
             for (code, body) in &bodies {
                 assert_eq!(*code, 503);

@@ -307,9 +307,10 @@ fn admin(t: &Table<'_, '_>, issues: &mut Issues) -> AdminConfig {
         && !addr.ip().is_loopback()
         && token.is_none()
     {
-        let span = t.value("bind").map_or(t.span.clone(), |f| f.span);
+        // Reported at the `[admin]` header: the key that is missing has
+        // no position of its own.
         issues.push(
-            span,
+            t.span.clone(),
             "admin.token",
             format!("required when admin.bind ({addr}) is not a loopback address"),
         );
@@ -543,9 +544,10 @@ fn upstream(
         && hash_key.is_none()
         && t.value("hash_key").is_none()
     {
-        let span = t.value("balance").map_or(t.span.clone(), |f| f.span);
+        // At the table's header: the missing key has no position of its
+        // own, and the balance value is not what is wrong.
         issues.push(
-            span,
+            t.span.clone(),
             format!("{}.hash_key", t.path),
             format!("required when balance = \"{}\"", balance.as_str()),
         );
@@ -888,11 +890,11 @@ endpoints = [{ address = "127.0.0.1:9001" }]
             "[upstream.api]\nbalance = \"maglev\"\nconnect_timeout = \"2 parsecs\"\nretry_on = [\"sometimes\"]",
         );
         let e = errors(&text);
-        assert!(
-            e.iter()
-                .any(|l| l.contains("upstream.api.hash_key: required when balance = \"maglev\"")),
-            "{e:?}"
-        );
+        // At the table's header, where the key is missing.
+        let header = 1 + text.lines().position(|l| l == "[upstream.api]").unwrap();
+        let at =
+            format!("f.toml:{header}:1: upstream.api.hash_key: required when balance = \"maglev\"");
+        assert!(e.iter().any(|l| l.starts_with(&at)), "{at} in {e:?}");
         assert!(
             e.iter()
                 .any(|l| l.contains("upstream.api.connect_timeout: unknown duration unit")),
@@ -936,11 +938,10 @@ endpoints = [{ address = "127.0.0.1:9001" }]
     fn public_admin_needs_a_token() {
         let text = format!("{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9901\"\n");
         let e = errors(&text);
-        assert!(
-            e.iter()
-                .any(|l| l.contains("admin.token: required when admin.bind")),
-            "{e:?}"
-        );
+        // At the `[admin]` header, where the key is missing.
+        let header = 1 + text.lines().position(|l| l == "[admin]").unwrap();
+        let at = format!("f.toml:{header}:1: admin.token: required when admin.bind");
+        assert!(e.iter().any(|l| l.starts_with(&at)), "{at} in {e:?}");
     }
 
     #[test]

@@ -121,6 +121,7 @@ impl Upstream {
                 }
             })
             .collect();
+        let failing_open = config.fail_open && !endpoints.iter().any(|e| e.state.is_usable());
         Self {
             connections: ConnectionSettings::of(config),
             name: config.name.as_str().into(),
@@ -138,7 +139,9 @@ impl Upstream {
             fail_open: config.fail_open,
             health_check: config.health_check.clone(),
             outlier: config.outlier.clone(),
-            failing_open: AtomicBool::new(false),
+            // Derived from the endpoints' states, which a reload carries
+            // over: an upstream that fails open still does after a reload.
+            failing_open: AtomicBool::new(failing_open),
             fail_open_cursor: AtomicUsize::new(0),
             metrics: UpstreamMetrics {
                 retries: metrics.counter(m::UPSTREAM_RETRIES, &[("upstream", &config.name)]),
