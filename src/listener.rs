@@ -382,6 +382,12 @@ struct Held {
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Ready when bytes, or the end of the stream, can be read.
     fn poll_read_ready(&self, task: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// TLS negotiated HTTP/2 (ALPN `h2`): the connection must begin with
+    /// the HTTP/2 client preface, and is not served as HTTP/1.1.
+    fn http2_negotiated(&self) -> bool {
+        false
+    }
 }
 
 impl Transport for TcpStream {
@@ -395,6 +401,10 @@ impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
         // A connection parks only after a read found nothing, so rustls
         // holds no plaintext: the socket is what to wait on.
         self.get_ref().0.poll_read_ready(task)
+    }
+
+    fn http2_negotiated(&self) -> bool {
+        self.get_ref().1.alpn_protocol() == Some(b"h2")
     }
 }
 
@@ -429,7 +439,8 @@ enum End {
     Io(io::Error),
 }
 
-/// fulcrum's answer to a request refused before any server side read it,
+/// fulcrum's answer to a request refused before any server side read it
+/// (or a GOAWAY to a client that negotiated HTTP/2 and sent no preface),
 /// written whole, then the connection closes.
 struct Refusing<S> {
     io: Tracked<S>,
@@ -437,12 +448,25 @@ struct Refusing<S> {
     written: usize,
 }
 
+/// An HTTP/2 GOAWAY frame (RFC 9113 section 6.8): last stream 0,
+/// PROTOCOL_ERROR.
+const GOAWAY_PROTOCOL_ERROR: &[u8] = &[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Refusing<S> {
     fn new(io: Tracked<S>, refusal: Refusal) -> Self {
         tracing::debug!(%refusal, client = %io.activity.peer, "request refused");
         Self {
             io,
             out: ProxyError::Framing(refusal).to_http1_closing(),
+            written: 0,
+        }
+    }
+
+    /// Writes `out` and closes.
+    fn bytes(io: Tracked<S>, out: &[u8]) -> Self {
+        Self {
+            io,
+            out: out.to_vec(),
             written: 0,
         }
     }
@@ -466,6 +490,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Refusing<S> {
 enum Detected {
     Http1,
     Http2,
+    /// TLS negotiated HTTP/2 and the client sent something else.
+    NotThePreface,
     /// Closed before sending anything.
     Nothing,
 }
@@ -842,7 +868,8 @@ where
                 }
             } else if let Some(tracked) = self.io.as_mut() {
                 if *self.detecting {
-                    match tracked.poll_detect(task) {
+                    let http2_only = tracked.inner.http2_negotiated();
+                    match tracked.poll_detect(task, http2_only) {
                         Poll::Ready(Ok(Detected::Http1)) => {
                             *self.detecting = false;
                             if let Some(io) = self.io.take() {
@@ -859,6 +886,14 @@ where
                             }
                             if let Some(io) = self.io.take() {
                                 *self.h2 = Some(http2_connection(io, self.service, hard_limit));
+                            }
+                            continue;
+                        }
+                        Poll::Ready(Ok(Detected::NotThePreface)) => {
+                            *self.detecting = false;
+                            if let Some(io) = self.io.take() {
+                                *self.refusing =
+                                    Some(Box::new(Refusing::bytes(io, GOAWAY_PROTOCOL_ERROR)));
                             }
                             continue;
                         }
@@ -1276,7 +1311,13 @@ impl<S: AsyncRead + Unpin> Tracked<S> {
 
     /// Reads until the first bytes tell HTTP/2 (the client preface) from
     /// HTTP/1; what was read is replayed to hyper.
-    fn poll_detect(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Detected>> {
+    /// `http2_only`: TLS negotiated HTTP/2 (RFC 9113 section 3.3): anything
+    /// but the preface is a connection error, not an HTTP/1.1 request.
+    fn poll_detect(
+        &mut self,
+        cx: &mut Context<'_>,
+        http2_only: bool,
+    ) -> Poll<io::Result<Detected>> {
         const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         loop {
             let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
@@ -1285,10 +1326,10 @@ impl<S: AsyncRead + Unpin> Tracked<S> {
             let read = buf.filled();
             if read.is_empty() {
                 // The end: hyper answers whatever came before it.
-                return Poll::Ready(Ok(if self.has_replay() {
-                    Detected::Http1
-                } else {
-                    Detected::Nothing
+                return Poll::Ready(Ok(match (self.has_replay(), http2_only) {
+                    (false, _) => Detected::Nothing,
+                    (true, false) => Detected::Http1,
+                    (true, true) => Detected::NotThePreface,
                 }));
             }
             self.replay = if self.replay.is_empty() {
@@ -1298,7 +1339,11 @@ impl<S: AsyncRead + Unpin> Tracked<S> {
             };
             let n = self.replay.len().min(PREFACE.len());
             if self.replay[..n] != PREFACE[..n] {
-                return Poll::Ready(Ok(Detected::Http1));
+                return Poll::Ready(Ok(if http2_only {
+                    Detected::NotThePreface
+                } else {
+                    Detected::Http1
+                }));
             }
             if n == PREFACE.len() {
                 return Poll::Ready(Ok(Detected::Http2));

@@ -149,6 +149,30 @@ async fn plain_http_on_a_tls_listener_is_refused() {
 }
 
 #[tokio::test]
+async fn http2_negotiated_without_the_preface_is_a_goaway() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Backend::spawn("a").await;
+    let certs = certificates();
+    let proxy = tls_proxy(&b, &certs).await;
+    let mut tls = connect(proxy.addr(), &certs.roots, "a.test", &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    // rustls reports a close without close_notify as an error; what came
+    // before it is what counts.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut got))
+        .await
+        .expect("closed within the bound");
+    // GOAWAY: length 8, type 7, stream 0, last stream 0, PROTOCOL_ERROR.
+    assert_eq!(got, [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    assert_eq!(b.hits(), 0);
+}
+
+#[tokio::test]
 async fn failed_handshakes_are_counted() {
     let b = Backend::spawn("a").await;
     let certs = certificates();
