@@ -21,18 +21,31 @@
 //!   half of all its streams: rapid reset spread over reads, where h2 has
 //!   already accepted each stream before its reset arrives (Envoy's rule for
 //!   premature resets).
-//! - [`CONTROL_RUN`] frames in a row that carry no request and no data
-//!   (PING, SETTINGS, PRIORITY, empty DATA, unknown types): a control-frame
-//!   flood, which costs the proxy CPU for nothing. WINDOW_UPDATE is not
-//!   counted: a client downloading a large response sends them for as long
-//!   as the download lasts.
+//! - [`CONTROL_RUN`] frames that carry no request and no data (PING,
+//!   SETTINGS, PRIORITY, empty DATA, unknown types) within
+//!   [`CONTROL_WINDOW`], with no request or data between them: a
+//!   control-frame flood, which costs the proxy CPU for nothing. A run
+//!   older than the window starts again, so a client that keeps an idle
+//!   connection alive with a PING now and then (gRPC keepalive) is never
+//!   cut. WINDOW_UPDATE is not counted: a client downloading a large
+//!   response sends them for as long as the download lasts.
+//!
+//! A connection cut for crossing a limit gets a GOAWAY (ENHANCE_YOUR_CALM,
+//! RFC 9113 section 5.4.1) first, when h2's own writes stand at a frame
+//! boundary ([`FrameWatch::goaway`]); the watch follows the frames h2
+//! writes to know where the boundaries are.
+
+use tokio::time::{Duration, Instant};
 
 /// Resets tolerated before the share of reset streams is looked at.
 pub const RESET_FLOOR: u64 = 100;
 
-/// Frames in a row without a request or data before the connection is
-/// refused.
+/// Frames without a request or data, within [`CONTROL_WINDOW`], before the
+/// connection is refused.
 pub const CONTROL_RUN: u32 = 1000;
+
+/// How long a run of control frames counts.
+pub const CONTROL_WINDOW: Duration = Duration::from_secs(10);
 
 /// The smallest header-block limit: one frame of the default maximum size.
 const MIN_HEADER_BLOCK: usize = 16 * 1024;
@@ -57,7 +70,7 @@ pub enum Abuse {
     HeaderBlock { limit: usize },
     #[error("{resets} of {streams} streams reset by the client")]
     RapidReset { resets: u64, streams: u64 },
-    #[error("{CONTROL_RUN} frames in a row with no request or data")]
+    #[error("{CONTROL_RUN} frames within 10 s with no request or data")]
     ControlFlood,
 }
 
@@ -76,8 +89,17 @@ pub struct FrameWatch {
     block: usize,
     streams: u64,
     resets: u64,
-    /// Frames since the last one with a request or data.
+    /// Frames since the last one with a request or data, within the window.
     idle_run: u32,
+    /// When the run began.
+    run_began: Option<Instant>,
+    /// The highest stream a client's HEADERS opened.
+    last_stream: u32,
+    /// What h2 has written: the frame header being written and how much of
+    /// the frame is left.
+    out_header: [u8; FRAME_HEADER_LEN],
+    out_have: usize,
+    out_skip: usize,
 }
 
 impl Abuse {
@@ -104,6 +126,11 @@ impl FrameWatch {
             streams: 0,
             resets: 0,
             idle_run: 0,
+            run_began: None,
+            last_stream: 0,
+            out_header: [0; FRAME_HEADER_LEN],
+            out_have: 0,
+            out_skip: 0,
         }
     }
 
@@ -145,6 +172,8 @@ impl FrameWatch {
                     self.streams += 1;
                     self.idle_run = 0;
                     self.block = 0;
+                    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    self.last_stream = self.last_stream.max(stream);
                 }
                 self.block += len;
                 if self.block > self.max_header_block {
@@ -168,6 +197,17 @@ impl FrameWatch {
             }
             WINDOW_UPDATE | GOAWAY => {}
             _ => {
+                // The clock is read only for these frames, which real work
+                // does not send.
+                let now = Instant::now();
+                if self.idle_run == 0
+                    || self
+                        .run_began
+                        .is_none_or(|began| now.duration_since(began) > CONTROL_WINDOW)
+                {
+                    self.idle_run = 0;
+                    self.run_began = Some(now);
+                }
                 self.idle_run += 1;
                 if self.idle_run >= CONTROL_RUN {
                     return Err(Abuse::ControlFlood);
@@ -177,6 +217,61 @@ impl FrameWatch {
         Ok(())
     }
 }
+
+impl FrameWatch {
+    /// Follows bytes h2 wrote to the client (whole frames, cut anywhere).
+    pub fn wrote(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.out_skip > 0 {
+                let n = self.out_skip.min(bytes.len());
+                self.out_skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (FRAME_HEADER_LEN - self.out_have).min(bytes.len());
+            self.out_header[self.out_have..self.out_have + n].copy_from_slice(&bytes[..n]);
+            self.out_have += n;
+            bytes = &bytes[n..];
+            if self.out_have == FRAME_HEADER_LEN {
+                self.out_have = 0;
+                let h = self.out_header;
+                self.out_skip = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+            }
+        }
+    }
+
+    /// The GOAWAY (ENHANCE_YOUR_CALM) to send a client cut for abuse, if
+    /// h2's writes stand at a frame boundary (otherwise it would land
+    /// inside one of h2's frames).
+    pub fn goaway(&self) -> Option<[u8; 17]> {
+        if self.out_have != 0 || self.out_skip != 0 {
+            return None;
+        }
+        let last = self.last_stream.to_be_bytes();
+        Some([
+            0,
+            0,
+            8,
+            GOAWAY,
+            0,
+            0,
+            0,
+            0,
+            0,
+            last[0],
+            last[1],
+            last[2],
+            last[3],
+            0,
+            0,
+            0,
+            ENHANCE_YOUR_CALM,
+        ])
+    }
+}
+
+/// The GOAWAY error code for a peer that behaves abusively.
+const ENHANCE_YOUR_CALM: u8 = 0xb;
 
 #[cfg(test)]
 mod tests {
@@ -268,7 +363,37 @@ mod tests {
     }
 
     #[test]
-    fn control_floods_are_refused_and_requests_or_data_end_a_run() {
+    fn a_goaway_waits_for_a_frame_boundary_and_names_the_last_stream() {
+        let mut w = watch();
+        w.feed(&frame(HEADERS, END_HEADERS, 7, 10)).unwrap();
+        assert_eq!(w.goaway().unwrap()[9..13], 7u32.to_be_bytes());
+        assert_eq!(w.goaway().unwrap()[16], ENHANCE_YOUR_CALM);
+        let out = frame(DATA, 0, 7, 100);
+        w.wrote(&out[..5]);
+        assert!(w.goaway().is_none(), "inside a frame header");
+        w.wrote(&out[5..50]);
+        assert!(w.goaway().is_none(), "inside a frame payload");
+        w.wrote(&out[50..]);
+        assert!(w.goaway().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_now_and_then_is_never_a_flood() {
+        let mut w = watch();
+        for _ in 0..3 * CONTROL_RUN {
+            w.feed(&frame(0x6, 0, 0, 8)).unwrap(); // PING
+            tokio::time::advance(Duration::from_millis(20)).await;
+        }
+        // As fast as it can, the same count is.
+        let mut w = watch();
+        for _ in 0..CONTROL_RUN - 1 {
+            w.feed(&frame(0x6, 0, 0, 8)).unwrap();
+        }
+        assert_eq!(w.feed(&frame(0x6, 0, 0, 8)), Err(Abuse::ControlFlood));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn control_floods_are_refused_and_requests_or_data_end_a_run() {
         let mut w = watch();
         for _ in 0..CONTROL_RUN - 1 {
             w.feed(&frame(0x6, 0, 0, 8)).unwrap(); // PING

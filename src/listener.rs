@@ -1274,7 +1274,7 @@ impl<S> Tracked<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> Tracked<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Tracked<S> {
     /// Reads from the socket, noting a request head's start and checking
     /// what arrives.
     fn poll_read_checked(
@@ -1301,8 +1301,17 @@ impl<S: AsyncRead + Unpin> Tracked<S> {
                 a.rearm.store(true, Ordering::Release);
             }
             if let Err(abuse) = self.check(&buf.filled()[before..]) {
-                // h2 never sees these bytes; the failed read ends the connection.
+                // h2 never sees these bytes; the failed read ends the
+                // connection, after a GOAWAY if one can go out whole now.
                 let _ = self.activity.refused.set(abuse);
+                if let Some(goaway) = self.h2.as_ref().and_then(|w| w.goaway()) {
+                    let inner = Pin::new(&mut self.inner);
+                    if let Poll::Ready(Ok(n)) = inner.poll_write(cx, &goaway)
+                        && n == goaway.len()
+                    {
+                        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+                    }
+                }
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, abuse)));
             }
         }
@@ -1352,7 +1361,7 @@ impl<S: AsyncRead + Unpin> Tracked<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1380,6 +1389,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.wrote(&result);
+        if let (Some(watch), Poll::Ready(Ok(n))) = (this.h2.as_mut(), &result) {
+            watch.wrote(&buf[..*n]);
+        }
         result
     }
 
@@ -1391,6 +1403,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         this.wrote(&result);
+        if let (Some(watch), Poll::Ready(Ok(n))) = (this.h2.as_mut(), &result) {
+            let mut left = *n;
+            for buf in bufs {
+                let take = left.min(buf.len());
+                watch.wrote(&buf[..take]);
+                left -= take;
+            }
+        }
         result
     }
 

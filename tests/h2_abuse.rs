@@ -271,6 +271,13 @@ async fn ping_and_settings_floods_are_bounded() {
             h2.closed_within(Duration::from_secs(5)).await,
             "kind {kind}: open after {sent}"
         );
+        // Told why before the close (RFC 9113 section 5.4.1).
+        let goaway = h2.seen().goaway;
+        assert_eq!(
+            goaway.map(|(_, code)| code),
+            Some(0xb),
+            "kind {kind}: ENHANCE_YOUR_CALM"
+        );
     }
     assert_eq!(refused(admin, "control_flood").await, 2);
 
