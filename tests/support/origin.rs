@@ -217,10 +217,16 @@ fn parse_request(buf: &[u8]) -> Parse {
     let mut lines = text.split("\r\n");
     let line = lines.next().unwrap_or_default();
     let parts: Vec<&str> = line.split(' ').collect();
-    if parts.len() != 3 || parts[2] != "HTTP/1.1" || parts[0].is_empty() {
+    if parts.len() != 3 || !matches!(parts[2], "HTTP/1.1" | "HTTP/1.0") || parts[0].is_empty() {
         return Parse::Violation(format!("request line {line:?}"));
     }
-    if !parts[0].bytes().all(is_tchar) || !parts[1].starts_with('/') {
+    // Origin form, or absolute form (which a server must accept, RFC 9112
+    // section 3.2.2): recorded by its path.
+    let target = match parts[1].strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |at| &rest[at..]),
+        None => parts[1],
+    };
+    if !parts[0].bytes().all(is_tchar) || !target.starts_with('/') {
         return Parse::Violation(format!("request line {line:?}"));
     }
     let mut fields = Vec::new();
@@ -260,14 +266,14 @@ fn parse_request(buf: &[u8]) -> Parse {
     let mut request = Received {
         conn: 0,
         method: parts[0].to_owned(),
-        target: parts[1].to_owned(),
+        target: target.to_owned(),
         fields,
         body: Vec::new(),
         trailers: Vec::new(),
     };
     let body_start = head_end + 4;
     if !codings.is_empty() {
-        if codings.len() != 1 || codings[0] != "chunked" {
+        if codings.len() != 1 || !codings[0].eq_ignore_ascii_case("chunked") {
             return Parse::Violation(format!("Transfer-Encoding {codings:?}"));
         }
         return chunked(buf, body_start, request);
