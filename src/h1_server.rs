@@ -20,6 +20,7 @@ use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +31,7 @@ use http::{Method, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::http1::Interim;
 use crate::http1::chunk::write_size_line;
 use crate::http1::fields::{Lengths, has_token, last_token_is};
 use crate::proxy::ResponseBody;
@@ -71,6 +73,9 @@ pin_project_lite::pin_project! {
         last: bool,
         // The listener is stopping: no request after the one in flight.
         draining: bool,
+        // Interim (1xx) heads the request's endpoint sent, to write before
+        // the final response.
+        interim: Arc<Interim>,
     }
 }
 
@@ -130,6 +135,7 @@ where
             searched: 0,
             last: false,
             draining: false,
+            interim: Arc::default(),
         }
     }
 
@@ -160,7 +166,7 @@ where
     /// Serves requests until the connection ends, needs hyper, or waits.
     pub fn poll_serve<H>(self: Pin<&mut Self>, cx: &mut Context<'_>, handler: &H) -> Poll<Ended>
     where
-        H: Fn(http::request::Parts) -> F,
+        H: Fn(http::request::Parts, &Arc<Interim>) -> F,
     {
         let mut this = self.project();
         let Some(io) = this.io.as_mut() else {
@@ -176,7 +182,7 @@ where
                         match parse(this.buf) {
                             Ok(Some(parts)) => {
                                 *this.head_request = parts.method == Method::HEAD;
-                                this.handling.set(Some(handler(parts)).into());
+                                this.handling.set(Some(handler(parts, this.interim)).into());
                                 *this.phase = Phase::Handling;
                                 continue;
                             }
@@ -207,6 +213,8 @@ where
                 Phase::Handling => {
                     if let Poll::Ready(response) = this.handling.as_mut().poll(cx) {
                         this.handling.set(None.into());
+                        // Interim heads pushed in this same poll go first.
+                        this.out.extend_from_slice(&this.interim.take());
                         let Some(response) = response else {
                             return Poll::Ready(Ended::Closed);
                         };
@@ -224,6 +232,23 @@ where
                         }
                         *this.phase = Phase::Writing;
                         continue;
+                    }
+                    // Interim responses (103 Early Hints) go out as they
+                    // come, ahead of the final one.
+                    let early = this.interim.take();
+                    if !early.is_empty() {
+                        this.out.extend_from_slice(&early);
+                    }
+                    if !this.out.is_empty() {
+                        match poll_write_out(io, cx, this.out, this.written) {
+                            Poll::Ready(Ok(())) => {
+                                if let Poll::Ready(Err(error)) = Pin::new(&mut *io).poll_flush(cx) {
+                                    return Poll::Ready(Ended::Io(error));
+                                }
+                            }
+                            Poll::Ready(Err(error)) => return Poll::Ready(Ended::Io(error)),
+                            Poll::Pending => {}
+                        }
                     }
                     // A client that leaves ends its request, as with hyper:
                     // the request's future is dropped with this connection.

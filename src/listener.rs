@@ -38,8 +38,8 @@ use crate::config::ListenerConfig;
 use crate::error::ProxyError;
 use crate::h1_server::{self, Ended};
 use crate::h2_guard::{Abuse, FrameWatch};
-use crate::http1::Refusal;
 use crate::http1::stream::{RequestStream, Verdicts};
+use crate::http1::{Interim, Refusal};
 use crate::proxy::{self, Downstream, MessageVerdict};
 use crate::state::Shared;
 
@@ -570,7 +570,7 @@ fn service(
         let http2 = req.version() == http::Version::HTTP_2;
         let (parts, incoming) = req.into_parts();
         futures_util::FutureExt::map(
-            answer(&activity, parts, Some(incoming), http2, false),
+            answer(&activity, parts, Some(incoming), http2, None),
             Ok::<_, Infallible>,
         )
     })
@@ -581,8 +581,9 @@ fn service(
 fn plain_request(
     activity: &Arc<Activity>,
     parts: http::request::Parts,
+    interim: &Arc<Interim>,
 ) -> impl Future<Output = hyper::Response<proxy::ResponseBody>> + Send + use<> {
-    answer(activity, parts, None, false, true)
+    answer(activity, parts, None, false, Some(interim))
 }
 
 /// Starts the proxy on one request of the connection; `plain`: fulcrum's
@@ -592,10 +593,10 @@ fn answer(
     parts: http::request::Parts,
     incoming: Option<Incoming>,
     http2: bool,
-    plain: bool,
+    plain: Option<&Arc<Interim>>,
 ) -> impl Future<Output = hyper::Response<proxy::ResponseBody>> + Send + use<> {
     // The follower's verdict on this request, for those hyper read.
-    let message = if http2 || plain {
+    let message = if http2 || plain.is_some() {
         None
     } else {
         activity.verdicts.load_full().map(|verdicts| {
@@ -615,7 +616,8 @@ fn answer(
         https: activity.https,
         message,
         started: std::time::Instant::now(),
-        plain,
+        plain: plain.is_some(),
+        interim: plain.cloned(),
     };
     let shared = Arc::clone(&activity.shared);
     proxy::handle(parts, incoming, downstream, snapshot, guard, shared)
@@ -727,7 +729,7 @@ where
         + Clone
         + Send
         + 'static,
-    H: Fn(&Arc<Activity>, http::request::Parts) -> F,
+    H: Fn(&Arc<Activity>, http::request::Parts, &Arc<Interim>) -> F,
     F: Future<Output = hyper::Response<proxy::ResponseBody>>,
 {
     type Output = ();
@@ -754,7 +756,7 @@ where
         + Clone
         + Send
         + 'static,
-    H: Fn(&Arc<Activity>, http::request::Parts) -> F,
+    H: Fn(&Arc<Activity>, http::request::Parts, &Arc<Interim>) -> F,
     F: Future<Output = hyper::Response<proxy::ResponseBody>>,
 {
     /// Polls until the connection ends or nothing can progress.
@@ -767,7 +769,7 @@ where
                 let (handler, activity) = (&*self.handler, &*self.activity);
                 let polled = own
                     .as_mut()
-                    .poll_serve(task, &|parts| handler(activity, parts));
+                    .poll_serve(task, &|parts, interim| handler(activity, parts, interim));
                 match polled {
                     Poll::Ready(Ended::Closed) => return Poll::Ready(End::Closed),
                     Poll::Ready(Ended::Io(error)) => return Poll::Ready(End::Io(error)),

@@ -49,6 +49,9 @@ pub struct Downstream {
     /// fulcrum's own HTTP/1.1 server side answers it (`h1_server`): an
     /// HTTP/1.1 endpoint's response fields may come as lines, not a map.
     pub plain: bool,
+    /// Where interim (1xx) responses go: fulcrum's own server side writes
+    /// them before the final response.
+    pub interim: Option<Arc<crate::http1::Interim>>,
 }
 
 /// A request's place in its connection's request stream, as the follower
@@ -382,6 +385,7 @@ async fn forward(
             forwarding: &forwarding,
             sent,
             raw_head: downstream.plain,
+            interim: downstream.interim.as_deref(),
         };
         let in_flight = endpoint.state.start();
         let outcome = endpoint

@@ -115,21 +115,59 @@ async fn a_body_without_length_ends_with_the_connection() {
 }
 
 #[tokio::test]
-async fn interim_responses_are_dropped() {
+async fn early_hints_are_forwarded_and_100_is_dropped() {
     let (addr, connections) = endpoint(|_| {
         Reply::Keep(
             b"HTTP/1.1 100 Continue\r\n\r\n\
-              HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nKeep-Alive: 5\r\n\r\n\
               HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
         )
     })
     .await;
     let proxy = Proxy::start(&proxy_config(addr)).await;
+    // A client reads the 103 (its hop-by-hop fields left out), then the 200;
+    // the 100 answered an expectation fulcrum did not send on.
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 4096];
+        while !bytes.ends_with(b"\r\n\r\nok") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the response within the bound");
+    let response = String::from_utf8_lossy(&bytes);
+    assert!(
+        response.starts_with(
+            "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"
+        ),
+        "{response}"
+    );
+    assert!(response.ends_with("\r\n\r\nok"), "{response}");
+    // An HTTP client that skips interim responses gets the 200 alone.
     let c = client();
-    for _ in 0..2 {
-        let (status, headers, body) = get(&c, &proxy.url("/")).await;
-        assert_eq!((status.as_u16(), body.as_str()), (200, "ok"));
-        assert!(headers.get("link").is_none());
+    let (status, _, body) = get(&c, &proxy.url("/")).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "ok"));
+    // Where hyper writes the response (a request with a body) or the
+    // client speaks HTTP/1.0, no interim response is sent.
+    for request in [
+        &b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\nconnection: close\r\n\r\na"[..],
+        b"GET / HTTP/1.0\r\nhost: x\r\n\r\n",
+    ] {
+        let response = raw(proxy.addr(), request, Duration::from_secs(5)).await;
+        assert!(
+            response.starts_with("HTTP/1.") && response.contains(" 200 OK"),
+            "{response}"
+        );
+        assert!(!response.contains("103"), "{response}");
     }
     assert_eq!(connections.load(Ordering::SeqCst), 1);
 }

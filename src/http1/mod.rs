@@ -17,3 +17,40 @@ pub mod fields;
 pub mod stream;
 
 pub use fields::{Codings, Framing, Lengths, Refusal};
+
+/// Interim (1xx) response heads an endpoint sent before its final
+/// response, ready to write, for the server side that serves the request:
+/// shared by fulcrum's own HTTP/1.1 connection and the request it is
+/// serving (one task: the request pushes, the connection takes and writes
+/// before the final head). RFC 9110 section 15.2: a proxy forwards 1xx.
+#[derive(Debug, Default)]
+pub struct Interim {
+    heads: std::sync::Mutex<Vec<u8>>,
+    /// Something was pushed and not taken: checked without the lock.
+    pending: std::sync::atomic::AtomicBool,
+}
+
+impl Interim {
+    /// Adds an interim head (status line, fields and the empty line).
+    pub fn push(&self, head: &[u8]) {
+        if let Ok(mut heads) = self.heads.lock() {
+            heads.extend_from_slice(head);
+            self.pending
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Takes what was pushed; empty when nothing was (no lock taken then).
+    pub fn take(&self) -> Vec<u8> {
+        if !self
+            .pending
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Vec::new();
+        }
+        self.heads
+            .lock()
+            .map(|mut heads| std::mem::take(&mut *heads))
+            .unwrap_or_default()
+    }
+}

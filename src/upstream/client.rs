@@ -117,6 +117,9 @@ pub struct Outgoing<'a> {
     /// (`h1::RawHead`) instead of a map: fulcrum's own server side writes
     /// the response.
     pub raw_head: bool,
+    /// Where an HTTP/1.1 endpoint's interim (1xx) heads go, when the
+    /// client's server side can write them.
+    pub interim: Option<&'a crate::http1::Interim>,
 }
 
 /// An endpoint's response body.

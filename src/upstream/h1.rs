@@ -32,6 +32,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::client::{Lease, Outgoing};
+use crate::http1::Interim;
 use crate::http1::chunk::{self, write_size_line};
 use crate::http1::fields::{self as rules, Codings, Lengths, allowed_in_trailers};
 use crate::proxy::{BodyError, RequestBody};
@@ -197,9 +198,15 @@ impl Conn {
             // early 413, say).
             loop {
                 let raw = request.raw_head.then_some(&mut self.raw);
-                if let Some(answer) =
-                    parse_head(&mut self.read, &mut self.names, head_request, upgrade, raw)?
-                {
+                let parsed = parse_head(
+                    &mut self.read,
+                    &mut self.names,
+                    head_request,
+                    upgrade,
+                    raw,
+                    request.interim,
+                )?;
+                if let Some(answer) = parsed {
                     return Poll::Ready(Ok(answer));
                 }
                 if self.read.len() > MAX_HEAD {
@@ -478,6 +485,7 @@ fn parse_head(
     head_request: bool,
     upgrade: bool,
     raw: Option<&mut BytesMut>,
+    interim: Option<&Interim>,
 ) -> Result<Option<Answer>, Failure> {
     loop {
         if read.is_empty() {
@@ -497,6 +505,12 @@ fn parse_head(
         };
         let code = parsed.code.unwrap_or_default();
         if (100..200).contains(&code) && code != 101 {
+            // 100 answers an Expect fulcrum does not send on; others (103
+            // Early Hints) go to the client where its server side can
+            // write them.
+            if let (Some(interim), false) = (interim, code == 100) {
+                interim.push(&interim_head(code, parsed.headers));
+            }
             read.advance(len);
             continue;
         }
@@ -569,7 +583,14 @@ fn parse_head(
 pub(crate) fn check_response_head(data: &[u8], head_request: bool) {
     let parse = |raw: Option<&mut BytesMut>| {
         let mut read = BytesMut::from(data);
-        parse_head(&mut read, &mut Names::default(), head_request, false, raw)
+        parse_head(
+            &mut read,
+            &mut Names::default(),
+            head_request,
+            false,
+            raw,
+            None,
+        )
     };
     let mut lines = BytesMut::new();
     let (as_lines, as_map) = (parse(Some(&mut lines)), parse(None));
@@ -604,6 +625,24 @@ pub(crate) fn check_response_head(data: &[u8], head_request: bool) {
             "{length:?}"
         );
     }
+}
+
+/// An interim response head as fulcrum forwards it: its status, its fields
+/// but the hop-by-hop ones.
+fn interim_head(code: u16, fields: &[httparse::Header<'_>]) -> Vec<u8> {
+    let reason = StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut head = format!("HTTP/1.1 {code} {reason}\r\n").into_bytes();
+    for field in fields {
+        let lower = field.name.to_ascii_lowercase();
+        if !rules::is_hop_by_hop(&lower) && !rules::is_protected(field.name.as_bytes()) {
+            crate::headers::write_line(&mut head, lower.as_bytes(), field.value);
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// Where a field's name and value lie in a response head.
@@ -1151,7 +1190,7 @@ mod tests {
     fn both_ways(head: &str) -> (Option<RawHead>, Vec<u8>) {
         let parse = |raw: Option<&mut BytesMut>| {
             let mut read = BytesMut::from(head.as_bytes());
-            parse_head(&mut read, &mut Names::default(), false, false, raw)
+            parse_head(&mut read, &mut Names::default(), false, false, raw, None)
                 .unwrap()
                 .unwrap()
         };
@@ -1195,6 +1234,7 @@ mod tests {
                 false,
                 false,
                 Some(&mut lines),
+                None,
             );
             assert!(matches!(parsed, Err(Failure::Invalid(_))), "{value:?}");
         }
