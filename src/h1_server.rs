@@ -214,7 +214,10 @@ where
                     if let Poll::Ready(response) = this.handling.as_mut().poll(cx) {
                         this.handling.set(None.into());
                         // Interim heads pushed in this same poll go first.
-                        this.out.extend_from_slice(&this.interim.take());
+                        let early = this.interim.take();
+                        if !early.is_empty() {
+                            this.out.extend_from_slice(&early);
+                        }
                         let Some(response) = response else {
                             return Poll::Ready(Ended::Closed);
                         };

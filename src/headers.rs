@@ -183,10 +183,12 @@ impl Forwarding<'_> {
     /// No framing field is written: `Content-Length` or
     /// `Transfer-Encoding` are the encoder's, from the parsed framing
     /// (`upstream::h1`). A request without a Host (HTTP/1.0) gets
-    /// `endpoint`, the endpoint's authority, as nginx sends it.
-    pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>, endpoint: &str) {
+    /// `endpoint`, the endpoint's authority, as nginx sends it. Says
+    /// whether the client declared a Content-Length (read in the same pass,
+    /// for the encoder's `content-length: 0` on a request without body).
+    pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>, endpoint: &str) -> bool {
         let start = out.len();
-        let (mut forwarded_for, mut host) = (false, false);
+        let (mut forwarded_for, mut host, mut length) = (false, false, false);
         for (name, value) in headers {
             // One match on the name (lower case, as HeaderName keeps it)
             // rather than a comparison per name of interest.
@@ -204,7 +206,7 @@ impl Forwarding<'_> {
                         if !copy.contains_key(HOST) {
                             write_line(out, b"host", endpoint.as_bytes());
                         }
-                        return;
+                        return headers.contains_key(CONTENT_LENGTH);
                     }
                     false
                 }
@@ -214,10 +216,12 @@ impl Forwarding<'_> {
                     forwarded_for = true;
                     false
                 }
-                "content-length" | "expect" | "trailer" | "transfer-encoding"
-                | "x-forwarded-proto" | "x-forwarded-host" | "keep-alive" | "proxy-connection" => {
+                "content-length" => {
+                    length = true;
                     false
                 }
+                "expect" | "trailer" | "transfer-encoding" | "x-forwarded-proto"
+                | "x-forwarded-host" | "keep-alive" | "proxy-connection" => false,
                 _ => true,
             };
             if keep {
@@ -251,6 +255,7 @@ impl Forwarding<'_> {
         if self.upgrade {
             out.extend_from_slice(b"connection: upgrade\r\n");
         }
+        length
     }
 }
 

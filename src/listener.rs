@@ -1181,6 +1181,21 @@ impl Drop for RequestGuard {
 }
 
 impl<S> Tracked<S> {
+    /// Shows the frame watch what h2 wrote, so it knows where a GOAWAY
+    /// could go (`h2_guard`).
+    #[cold]
+    fn follow_http2_writes(&mut self, bufs: &[io::IoSlice<'_>], result: &Poll<io::Result<usize>>) {
+        let (Some(watch), Poll::Ready(Ok(n))) = (self.h2.as_mut(), result) else {
+            return;
+        };
+        let mut left = *n;
+        for buf in bufs {
+            let take = left.min(buf.len());
+            watch.wrote(&buf[..take]);
+            left -= take;
+        }
+    }
+
     fn wrote(&self, result: &Poll<io::Result<usize>>) {
         if let Poll::Ready(Ok(n)) = result
             && *n > 0
@@ -1391,8 +1406,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.wrote(&result);
-        if let (Some(watch), Poll::Ready(Ok(n))) = (this.h2.as_mut(), &result) {
-            watch.wrote(&buf[..*n]);
+        if this.h2.is_some() {
+            this.follow_http2_writes(&[io::IoSlice::new(buf)], &result);
         }
         result
     }
@@ -1405,13 +1420,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         this.wrote(&result);
-        if let (Some(watch), Poll::Ready(Ok(n))) = (this.h2.as_mut(), &result) {
-            let mut left = *n;
-            for buf in bufs {
-                let take = left.min(buf.len());
-                watch.wrote(&buf[..take]);
-                left -= take;
-            }
+        if this.h2.is_some() {
+            this.follow_http2_writes(bufs, &result);
         }
         result
     }

@@ -261,54 +261,78 @@ pub fn request_framing<'a>(
 /// address or a bracketed IP literal, then `:` and digits. A comma (a list
 /// of hosts) is refused though RFC 3986 admits it in a name.
 pub fn valid_host(value: &[u8]) -> bool {
-    let (host, port) = if value.first() == Some(&b'[') {
-        let Some(close) = value.iter().position(|&b| b == b']') else {
-            return false;
-        };
-        let literal = &value[1..close];
-        let ok = !literal.is_empty()
-            && literal
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'));
-        if !ok {
+    if value.first() == Some(&b'[') {
+        return valid_ip_literal(value);
+    }
+    // One pass: name bytes up to a colon, then at most five digits.
+    let mut colon = None;
+    for (i, &b) in value.iter().enumerate() {
+        if b == b':' {
+            colon = Some(i);
+            break;
+        }
+        if !REG_NAME[usize::from(b)] {
             return false;
         }
-        (&value[..=close], &value[close + 1..])
-    } else {
-        match value.iter().position(|&b| b == b':') {
-            Some(colon) => (&value[..colon], &value[colon..]),
-            None => (value, &b""[..]),
-        }
-    };
-    let name_ok = host.first() == Some(&b'[')
-        || (!host.is_empty()
-            && host.iter().all(|&b| {
-                b.is_ascii_alphanumeric()
-                    || matches!(
-                        b,
-                        b'-' | b'.'
-                            | b'_'
-                            | b'~'
-                            | b'%'
-                            | b'!'
-                            | b'$'
-                            | b'&'
-                            | b'\''
-                            | b'('
-                            | b')'
-                            | b'*'
-                            | b'+'
-                            | b';'
-                            | b'='
-                    )
-            }));
-    let port_ok = match port.split_first() {
-        None => true,
-        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
-        Some(_) => false,
-    };
-    name_ok && port_ok
+    }
+    match colon {
+        None => !value.is_empty(),
+        Some(0) => false,
+        Some(at) => valid_port(&value[at + 1..]),
+    }
 }
+
+/// `[` IP-literal `]` with an optional port.
+fn valid_ip_literal(value: &[u8]) -> bool {
+    let Some(close) = value.iter().position(|&b| b == b']') else {
+        return false;
+    };
+    let literal = &value[1..close];
+    let ok = !literal.is_empty()
+        && literal
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'));
+    ok && match value[close + 1..].split_first() {
+        None => true,
+        Some((b':', port)) => valid_port(port),
+        Some(_) => false,
+    }
+}
+
+fn valid_port(digits: &[u8]) -> bool {
+    digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit)
+}
+
+/// The bytes of a registered name (RFC 3986 section 3.2.2: unreserved,
+/// pct-encoded and sub-delims but `,`), as a table: one load per byte on
+/// every request's Host.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -465,6 +489,20 @@ mod tests {
             "a.example:123456",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_reg_name_table_decides_as_the_grammar_reads() {
+        // RFC 3986: unreserved / pct-encoded / sub-delims, less ",".
+        let by_grammar = |c: u8| {
+            c.is_ascii_alphanumeric()
+                || b"-._~".contains(&c)
+                || c == b'%'
+                || (b"!$&'()*+,;=".contains(&c) && c != b',')
+        };
+        for b in 0..=255u8 {
+            assert_eq!(REG_NAME[usize::from(b)], by_grammar(b), "byte {b:#04x}");
         }
     }
 

@@ -41,10 +41,14 @@ impl Interim {
     }
 
     /// Takes what was pushed; empty when nothing was (no lock taken then).
+    #[inline]
     pub fn take(&self) -> Vec<u8> {
-        if !self
-            .pending
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        // A load first: the swap is a locked instruction, and nearly every
+        // request has nothing here.
+        if !self.pending.load(std::sync::atomic::Ordering::Acquire)
+            || !self
+                .pending
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
         {
             return Vec::new();
         }

@@ -451,11 +451,12 @@ fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, body: &RequestBody) ->
     out.push(b' ');
     out.extend_from_slice(request.target.as_str().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    request
-        .forwarding
-        .write(request.headers, out, request.authority.as_str());
+    let declared_length =
+        request
+            .forwarding
+            .write(request.headers, out, request.authority.as_str());
     let encoder = if body.is_end_stream() {
-        if request.headers.contains_key(CONTENT_LENGTH) {
+        if declared_length {
             out.extend_from_slice(b"content-length: 0\r\n");
         }
         None
