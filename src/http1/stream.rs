@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::chunk::{MAX_LINE, parse_size_line};
-use super::fields::{Framing, Refusal, request_framing};
+use super::fields::{Framing, Refusal, has_token, request_framing};
 
 /// Fields in a request head, as hyper allows by default.
 pub const MAX_FIELDS: usize = 100;
@@ -40,6 +40,10 @@ enum State {
     Trailers,
     /// A refusal was recorded: nothing more is read.
     Stopped,
+    /// The last message ended the connection (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive): hyper reads no request after it, and
+    /// neither does the follower.
+    Closed,
 }
 
 /// The follower of one connection's requests, from a hand-off to hyper on.
@@ -53,6 +57,8 @@ pub struct RequestStream {
     /// The index of the message being read (its head counts it).
     message: u64,
     max_head: usize,
+    /// The message being read ends the connection.
+    last: bool,
 }
 
 /// A refusal of the message `message` and every one after it.
@@ -72,6 +78,7 @@ impl RequestStream {
             searched: 0,
             message: 0,
             max_head,
+            last: false,
         }
     }
 
@@ -90,7 +97,11 @@ impl RequestStream {
     pub fn feed(&mut self, mut bytes: &[u8]) -> Option<Refused> {
         while !bytes.is_empty() {
             let step = match self.state {
-                State::Stopped => return None,
+                State::Stopped | State::Closed => return None,
+                State::Head if self.last => {
+                    self.state = State::Closed;
+                    return None;
+                }
                 State::Head => self.head(bytes),
                 State::Body(left) => {
                     let n = left.min(bytes.len() as u64);
@@ -180,6 +191,7 @@ impl RequestStream {
                 http10,
                 request.headers.iter().map(|f| (f.name.as_bytes(), f.value)),
             )?;
+            self.last = ends_connection(http10, request.headers);
             self.message += 1;
             self.state = match framing {
                 Framing::None => State::Head,
@@ -246,6 +258,22 @@ impl RequestStream {
         self.state = State::Head;
         Ok(end - start)
     }
+}
+
+/// Whether a request's fields end its connection after it, as hyper reads
+/// them: `close` in any Connection field; for HTTP/1.0, no `keep-alive`.
+fn ends_connection(http10: bool, fields: &[httparse::Header<'_>]) -> bool {
+    let mut keep_alive = !http10;
+    for field in fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+    {
+        if has_token(field.value, b"close") {
+            return true;
+        }
+        keep_alive |= has_token(field.value, b"keep-alive");
+    }
+    !keep_alive
 }
 
 /// Where the head `buf` begins with ends (just past its empty line, CR LF
@@ -402,6 +430,19 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhiX\r\n0\r\n\r\n",
         );
         assert_eq!(found.map(|r| r.refusal), Some(Refusal::BadChunk));
+    }
+
+    #[test]
+    fn nothing_is_read_past_a_message_that_ends_the_connection() {
+        // Found by fuzzing against hyper: HTTP/1.0 without keep-alive ends
+        // the connection, and hyper reads no second request.
+        let stream = "POST /a HTTP/1.0\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(every_cut(stream), (None, 1));
+        let stream = "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n\
+                      POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(every_cut(stream), (None, 1));
+        let stream = "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n";
+        assert_eq!(every_cut(stream), (None, 2));
     }
 
     #[test]
