@@ -80,11 +80,8 @@ pub struct FrameWatch {
     max_header_block: usize,
     /// Preface bytes still to pass.
     preface: usize,
-    /// The frame header being read (it may straddle reads).
-    header: [u8; FRAME_HEADER_LEN],
-    have: usize,
-    /// Payload bytes of the current frame still to pass.
-    skip: usize,
+    /// Where the client's frames stand.
+    incoming: FrameCursor,
     /// Bytes of the open header block; 0 outside one.
     block: usize,
     streams: u64,
@@ -95,11 +92,53 @@ pub struct FrameWatch {
     run_began: Option<Instant>,
     /// The highest stream a client's HEADERS opened.
     last_stream: u32,
-    /// What h2 has written: the frame header being written and how much of
-    /// the frame is left.
-    out_header: [u8; FRAME_HEADER_LEN],
-    out_have: usize,
-    out_skip: usize,
+    /// Where the frames h2 writes stand.
+    outgoing: FrameCursor,
+}
+
+/// Where a byte stream of HTTP/2 frames stands: a frame header being read
+/// (it may straddle reads), or payload bytes to pass (skipped, never
+/// copied).
+#[derive(Debug, Default, Clone, Copy)]
+struct FrameCursor {
+    header: [u8; FRAME_HEADER_LEN],
+    have: usize,
+    skip: usize,
+}
+
+impl FrameCursor {
+    /// Passes `bytes`, calling `on_header` with each frame header completed
+    /// (its payload is skipped after).
+    fn advance<E>(
+        &mut self,
+        mut bytes: &[u8],
+        mut on_header: impl FnMut(&[u8; FRAME_HEADER_LEN]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (FRAME_HEADER_LEN - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == FRAME_HEADER_LEN {
+                self.have = 0;
+                let h = self.header;
+                self.skip = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                on_header(&h)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Between two frames.
+    fn at_boundary(&self) -> bool {
+        self.have == 0 && self.skip == 0
+    }
 }
 
 impl Abuse {
@@ -119,53 +158,31 @@ impl FrameWatch {
         Self {
             max_header_block: max_header_bytes.max(MIN_HEADER_BLOCK),
             preface: PREFACE_LEN,
-            header: [0; FRAME_HEADER_LEN],
-            have: 0,
-            skip: 0,
+            incoming: FrameCursor::default(),
             block: 0,
             streams: 0,
             resets: 0,
             idle_run: 0,
             run_began: None,
             last_stream: 0,
-            out_header: [0; FRAME_HEADER_LEN],
-            out_have: 0,
-            out_skip: 0,
+            outgoing: FrameCursor::default(),
         }
     }
 
     /// Takes the next bytes read from the client.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Abuse> {
-        while !bytes.is_empty() {
-            if self.preface > 0 || self.skip > 0 {
-                let pass = if self.preface > 0 {
-                    &mut self.preface
-                } else {
-                    &mut self.skip
-                };
-                let n = (*pass).min(bytes.len());
-                *pass -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
-            let n = (FRAME_HEADER_LEN - self.have).min(bytes.len());
-            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
-            self.have += n;
-            bytes = &bytes[n..];
-            if self.have == FRAME_HEADER_LEN {
-                self.have = 0;
-                self.frame()?;
-            }
-        }
-        Ok(())
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Abuse> {
+        let n = self.preface.min(bytes.len());
+        self.preface -= n;
+        let mut cursor = self.incoming;
+        let fed = cursor.advance(&bytes[n..], |h| self.frame(h));
+        self.incoming = cursor;
+        fed
     }
 
     /// Accounts for the frame whose header was just read.
-    fn frame(&mut self) -> Result<(), Abuse> {
-        let h = self.header;
+    fn frame(&mut self, h: &[u8; FRAME_HEADER_LEN]) -> Result<(), Abuse> {
         let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
         let (kind, flags) = (h[3], h[4]);
-        self.skip = len;
         match kind {
             HEADERS | CONTINUATION => {
                 if kind == HEADERS {
@@ -220,31 +237,15 @@ impl FrameWatch {
 
 impl FrameWatch {
     /// Follows bytes h2 wrote to the client (whole frames, cut anywhere).
-    pub fn wrote(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.out_skip > 0 {
-                let n = self.out_skip.min(bytes.len());
-                self.out_skip -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
-            let n = (FRAME_HEADER_LEN - self.out_have).min(bytes.len());
-            self.out_header[self.out_have..self.out_have + n].copy_from_slice(&bytes[..n]);
-            self.out_have += n;
-            bytes = &bytes[n..];
-            if self.out_have == FRAME_HEADER_LEN {
-                self.out_have = 0;
-                let h = self.out_header;
-                self.out_skip = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
-            }
-        }
+    pub fn wrote(&mut self, bytes: &[u8]) {
+        let _ = self.outgoing.advance(bytes, |_| Ok::<(), ()>(()));
     }
 
     /// The GOAWAY (ENHANCE_YOUR_CALM) to send a client cut for abuse, if
     /// h2's writes stand at a frame boundary (otherwise it would land
     /// inside one of h2's frames).
     pub fn goaway(&self) -> Option<[u8; 17]> {
-        if self.out_have != 0 || self.out_skip != 0 {
+        if !self.outgoing.at_boundary() {
             return None;
         }
         let last = self.last_stream.to_be_bytes();
@@ -305,7 +306,8 @@ mod tests {
         for b in &bytes {
             w.feed(std::slice::from_ref(b)).unwrap();
         }
-        assert_eq!((w.streams, w.skip, w.have), (50, 0, 0));
+        assert_eq!(w.streams, 50);
+        assert!(w.incoming.at_boundary());
         let mut w = FrameWatch::new(65536);
         for chunk in bytes.chunks(7) {
             w.feed(chunk).unwrap();

@@ -230,14 +230,7 @@ async fn run_probe(setup: &Setup, n: usize, probe: &Probe) -> Vec<String> {
         failed.push(format!("origin saw {new_violations:?}"));
     }
     // Another client: its own answer, whatever the probe left behind.
-    let follow = format!("GET /follow-up/{n} HTTP/1.1\r\nHost: probe\r\n\r\n");
-    let read = talk(setup.proxy_addr, follow.as_bytes(), 1, false).await;
-    let own = read.answers.first().is_some_and(|a| {
-        a.status == 200 && String::from_utf8_lossy(&a.body).contains(&format!("/follow-up/{n} "))
-    });
-    if !own {
-        failed.push(format!("follow-up got {:?}", read.answers.first()));
-    }
+    failed.extend(follow_up(setup, &n.to_string()).await);
     let pending = origin.pending();
     if !pending.is_empty() {
         failed.push(format!("bytes left pending at the origin: {pending:?}"));
@@ -279,15 +272,19 @@ async fn run_response_probe(setup: &Setup, n: usize, probe: &ResponseProbe) -> V
     if !read.rest.is_empty() {
         failed.push(format!("bytes past the response: {:?}", lossy(&read.rest)));
     }
-    let follow = format!("GET /follow-up/r{n} HTTP/1.1\r\nHost: probe\r\n\r\n");
+    failed.extend(follow_up(setup, &format!("r{n}")).await);
+    failed
+}
+
+/// A request from another connection after a probe: why it did not get its
+/// own answer, if it did not (a poisoned pooled connection).
+async fn follow_up(setup: &Setup, tag: &str) -> Option<String> {
+    let follow = format!("GET /follow-up/{tag} HTTP/1.1\r\nHost: probe\r\n\r\n");
     let read = talk(setup.proxy_addr, follow.as_bytes(), 1, false).await;
     let own = read.answers.first().is_some_and(|a| {
-        a.status == 200 && String::from_utf8_lossy(&a.body).contains(&format!("/follow-up/r{n} "))
+        a.status == 200 && String::from_utf8_lossy(&a.body).contains(&format!("/follow-up/{tag} "))
     });
-    if !own {
-        failed.push(format!("follow-up got {:?}", read.answers.first()));
-    }
-    failed
+    (!own).then(|| format!("follow-up got {:?}", read.answers.first()))
 }
 
 fn lossy(b: &[u8]) -> String {

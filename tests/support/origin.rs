@@ -160,7 +160,7 @@ async fn connection(mut stream: TcpStream, conn: usize, state: Arc<Mutex<State>>
                                 }
                             }
                         };
-                        s.received.push(request);
+                        s.received.push(*request);
                         reply
                     };
                     if stream.write_all(&reply.bytes).await.is_err() || reply.close {
@@ -195,7 +195,7 @@ fn lossy(b: &[u8]) -> String {
 enum Parse {
     Incomplete,
     Violation(String),
-    Complete(usize, Received),
+    Complete(usize, Box<Received>),
 }
 
 /// One request at the start of `buf`, by RFC 9112 read strictly.
@@ -289,19 +289,16 @@ fn parse_request(buf: &[u8]) -> Parse {
         return Parse::Incomplete;
     }
     request.body = buf[body_start..body_start + length].to_vec();
-    Parse::Complete(body_start + length, request)
+    Parse::Complete(body_start + length, Box::new(request))
 }
 
 /// A chunked body from `at`, strictly.
 fn chunked(buf: &[u8], mut at: usize, mut request: Received) -> Parse {
     loop {
-        let Some(eol) = find(&buf[at..], b"\r\n") else {
-            return bare_lf(&buf[at..]).unwrap_or(Parse::Incomplete);
+        let line = match crlf_line(buf, &mut at) {
+            Ok(line) => line,
+            Err(stop) => return stop,
         };
-        let line = &buf[at..at + eol];
-        if let Some(v) = bare_lf(line) {
-            return v;
-        }
         let size_end = line
             .iter()
             .position(|b| !b.is_ascii_hexdigit())
@@ -313,20 +310,15 @@ fn chunked(buf: &[u8], mut at: usize, mut request: Received) -> Parse {
         let Ok(size) = size else {
             return Parse::Violation(format!("chunk size {:?}", lossy(line)));
         };
-        at += eol + 2;
         if size == 0 {
             // Trailer fields, then an empty line.
             loop {
-                let Some(eol) = find(&buf[at..], b"\r\n") else {
-                    return bare_lf(&buf[at..]).unwrap_or(Parse::Incomplete);
+                let line = match crlf_line(buf, &mut at) {
+                    Ok(line) => line,
+                    Err(stop) => return stop,
                 };
-                let line = &buf[at..at + eol];
-                if let Some(v) = bare_lf(line) {
-                    return v;
-                }
-                at += eol + 2;
                 if line.is_empty() {
-                    return Parse::Complete(at, request);
+                    return Parse::Complete(at, Box::new(request));
                 }
                 let text = lossy(line);
                 let Some((n, v)) = text.split_once(':') else {
@@ -344,6 +336,20 @@ fn chunked(buf: &[u8], mut at: usize, mut request: Received) -> Parse {
         }
         at += size + 2;
     }
+}
+
+/// The CR LF-ended line at `at` (moved past it); a bare LF is a violation,
+/// a line not yet ended is incomplete.
+fn crlf_line<'b>(buf: &'b [u8], at: &mut usize) -> Result<&'b [u8], Parse> {
+    let Some(eol) = find(&buf[*at..], b"\r\n") else {
+        return Err(bare_lf(&buf[*at..]).unwrap_or(Parse::Incomplete));
+    };
+    let line = &buf[*at..*at + eol];
+    if let Some(v) = bare_lf(line) {
+        return Err(v);
+    }
+    *at += eol + 2;
+    Ok(line)
 }
 
 fn bare_lf(bytes: &[u8]) -> Option<Parse> {
