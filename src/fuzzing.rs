@@ -135,7 +135,8 @@ fn hyper_serves(data: &[u8]) -> (u64, bool) {
     (served.load(Ordering::SeqCst), clean)
 }
 
-/// A request head read as fulcrum's own server side reads one, then
+/// A request head fulcrum would forward (at most one Host), read as
+/// fulcrum's own server side reads one, then
 /// written for an endpoint by `Forwarding::write` and read again: the
 /// written fields hold no framing field, exactly one Host, what
 /// `Forwarding::apply` makes of them, and declare no body (the encoder
@@ -146,6 +147,12 @@ pub fn forwarding_round_trip(data: &[u8]) {
     let Ok(httparse::Status::Complete(_)) = request.parse(data) else {
         return;
     };
+    // More than one Host is refused before anything is forwarded
+    // (`proxy::target_and_host`).
+    let hosts = request.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("host"));
+    if hosts.count() > 1 {
+        return;
+    }
     let mut headers = HeaderMap::new();
     for f in request.headers.iter() {
         if let (Ok(name), Ok(value)) = (
