@@ -149,7 +149,10 @@ pub fn forwarding_round_trip(data: &[u8]) {
     };
     // More than one Host is refused before anything is forwarded
     // (`proxy::target_and_host`).
-    let hosts = request.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("host"));
+    let hosts = request
+        .headers
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("host"));
     if hosts.count() > 1 {
         return;
     }

@@ -600,7 +600,7 @@ fn answer(
         None
     } else {
         activity.verdicts.load_full().map(|verdicts| {
-            let (index, _) = verdicts.next_request();
+            let index = verdicts.next_request();
             MessageVerdict { verdicts, index }
         })
     };
@@ -616,7 +616,6 @@ fn answer(
         https: activity.https,
         message,
         started: std::time::Instant::now(),
-        plain: plain.is_some(),
         interim: plain.cloned(),
     };
     let shared = Arc::clone(&activity.shared);

@@ -46,11 +46,10 @@ pub struct Downstream {
     /// When the request began to be handled: the start of its duration,
     /// and of its first attempt.
     pub started: std::time::Instant,
-    /// fulcrum's own HTTP/1.1 server side answers it (`h1_server`): an
-    /// HTTP/1.1 endpoint's response fields may come as lines, not a map.
-    pub plain: bool,
-    /// Where interim (1xx) responses go: fulcrum's own server side writes
-    /// them before the final response.
+    /// Present when fulcrum's own HTTP/1.1 server side answers it
+    /// (`h1_server`): where interim (1xx) responses go, written before the
+    /// final response; and an HTTP/1.1 endpoint's response fields may come
+    /// as lines, not a map.
     pub interim: Option<Arc<crate::http1::Interim>>,
 }
 
@@ -384,7 +383,7 @@ async fn forward(
             authority: &endpoint.authority,
             forwarding: &forwarding,
             sent,
-            raw_head: downstream.plain,
+            raw_head: downstream.interim.is_some(),
             interim: downstream.interim.as_deref(),
         };
         let in_flight = endpoint.state.start();
