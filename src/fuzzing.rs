@@ -42,6 +42,13 @@ pub fn response_head(data: &[u8]) {
     crate::upstream::check_response_head(head, first & 1 == 1);
 }
 
+/// A chunked response body through the endpoint client's decoder, whole
+/// and in pieces, and through the request follower
+/// (`upstream::h1::check_chunked_decoder`).
+pub fn chunked_body(data: &[u8]) {
+    crate::upstream::check_chunked_decoder(data);
+}
+
 /// A chunk-size line: never panics, and a size it reads is written and
 /// read back the same.
 pub fn chunk_line(data: &[u8]) {

@@ -44,6 +44,11 @@ fn chunk_line() {
 }
 
 #[test]
+fn chunked_body() {
+    replay("chunked_body", fuzzing::chunked_body);
+}
+
+#[test]
 fn h2_frames() {
     replay("h2_frames", fuzzing::h2_frames);
 }

@@ -102,6 +102,23 @@ fn quoted_string(input: &[u8]) -> Option<&[u8]> {
     None
 }
 
+/// Where the trailer section at the start of `buf` ends (just past its
+/// empty line): field lines and the empty line, each ended by CR LF, a bare
+/// LF refused (as hyper's decoder reads them); `None` while it has not
+/// ended. The fields are the caller's to parse.
+pub fn trailer_section_end(buf: &[u8]) -> Result<Option<usize>, Refusal> {
+    let end = if buf.starts_with(b"\r\n") {
+        Some(2)
+    } else {
+        memchr::memmem::find(buf, b"\r\n\r\n").map(|at| at + 4)
+    };
+    let scope = &buf[..end.unwrap_or(buf.len())];
+    if memchr::memchr_iter(b'\n', scope).any(|at| at == 0 || scope[at - 1] != b'\r') {
+        return Err(Refusal::BadChunk);
+    }
+    Ok(end)
+}
+
 /// Writes the chunk-size line for `size` bytes of data (upper-case hex, as
 /// hyper writes it).
 pub fn write_size_line(out: &mut Vec<u8>, size: usize) {

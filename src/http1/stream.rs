@@ -17,7 +17,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::chunk::{MAX_LINE, parse_size_line};
+use super::chunk::{MAX_LINE, parse_size_line, trailer_section_end};
 use super::fields::{Framing, Refusal, has_token, request_framing};
 
 /// Fields in a request head, as hyper allows by default.
@@ -85,6 +85,11 @@ impl RequestStream {
     /// How many request heads were read.
     pub fn messages(&self) -> u64 {
         self.message
+    }
+
+    /// Between two messages: the last one read was whole.
+    pub fn between_messages(&self) -> bool {
+        matches!(self.state, State::Head | State::Closed) && self.pending.is_empty()
     }
 
     /// Whether a refusal was found (nothing more is read).
@@ -231,16 +236,7 @@ impl RequestStream {
         let start = self.pending.len();
         self.pending.extend_from_slice(bytes);
         let p = &self.pending;
-        let end = if p.starts_with(b"\r\n") {
-            Some(2)
-        } else {
-            memchr::memmem::find(p, b"\r\n\r\n").map(|at| at + 4)
-        };
-        let scope = &p[..end.unwrap_or(p.len())];
-        if memchr::memchr_iter(b'\n', scope).any(|at| at == 0 || scope[at - 1] != b'\r') {
-            return Err(Refusal::BadChunk);
-        }
-        let Some(end) = end else {
+        let Some(end) = trailer_section_end(p)? else {
             return if p.len() > self.max_head {
                 Err(Refusal::HeadTooLarge)
             } else {

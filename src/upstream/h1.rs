@@ -648,6 +648,61 @@ fn interim_head(code: u16, fields: &[httparse::Header<'_>]) -> Vec<u8> {
     head
 }
 
+/// For the fuzz targets (`crate::fuzzing`): decodes `data` as a chunked
+/// response body, whole and cut into pieces (the same outcome, data and
+/// trailers either way), and holds the request follower to the same reading
+/// of the same bytes: a body the decoder ends, the follower reads whole and
+/// accepts; one it refuses, the follower refuses.
+pub(crate) fn check_chunked_decoder(data: &[u8]) {
+    use crate::http1::stream::RequestStream;
+    let whole = decode_chunked(data, data.len().max(1));
+    let cut = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    assert_eq!(whole, decode_chunked(data, cut), "cut into pieces of {cut}");
+    let (outcome, _, _, consumed) = &whole;
+    let mut follower = RequestStream::new(MAX_TRAILERS);
+    let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(follower.feed(head), None);
+    match outcome {
+        Some(true) => {
+            assert_eq!(follower.feed(&data[..*consumed]), None);
+            assert!(follower.between_messages(), "the follower wants more");
+        }
+        Some(false) => assert!(follower.feed(data).is_some(), "the follower accepts it"),
+        None => assert_eq!(follower.feed(data), None),
+    }
+}
+
+/// A chunked body decoded from `data` fed `piece` bytes at a time: ended
+/// (`Some(true)`), invalid (`Some(false)`) or wanting more; its data, its
+/// trailers, and the bytes it took.
+type Decoded = (Option<bool>, Vec<u8>, Vec<(String, Vec<u8>)>, usize);
+
+fn decode_chunked(data: &[u8], piece: usize) -> Decoded {
+    let mut decode = Decode::ChunkSize;
+    let mut read = BytesMut::new();
+    let (mut body, mut trailers, mut fed) = (Vec::new(), Vec::new(), 0);
+    for chunk in data.chunks(piece) {
+        read.extend_from_slice(chunk);
+        fed += chunk.len();
+        loop {
+            match decode_step(&mut decode, &mut read) {
+                Step::Data(d) => body.extend_from_slice(&d),
+                Step::Trailers(t) => {
+                    trailers = t
+                        .iter()
+                        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                        .collect();
+                    return (Some(true), body, trailers, fed - read.len());
+                }
+                Step::End => return (Some(true), body, trailers, fed - read.len()),
+                Step::Invalid(_) => return (Some(false), body, trailers, 0),
+                Step::More => break,
+            }
+        }
+    }
+    (None, body, trailers, 0)
+}
+
 /// Field lines grouped by name, each name's values in their order, names
 /// sorted: what two ways of writing the same fields must agree on.
 fn fields_by_name(lines: &[u8]) -> Vec<(&[u8], Vec<&[u8]>)> {
@@ -916,6 +971,115 @@ enum Decode {
     Done,
 }
 
+/// What one step of decoding a response body gives.
+#[derive(Debug)]
+enum Step {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body ended.
+    End,
+    /// More bytes are needed.
+    More,
+    Invalid(&'static str),
+}
+
+/// Decodes what `read` holds of a body, as far as one frame: data, the
+/// trailers, the end, or the need for more bytes. Pure over the buffer, so
+/// the fuzz targets reach it (`check_chunked_decoder`).
+fn decode_step(decode: &mut Decode, read: &mut BytesMut) -> Step {
+    loop {
+        match *decode {
+            Decode::Done => return Step::End,
+            Decode::Length(left) if !read.is_empty() => {
+                let n = left.min(read.len() as u64);
+                *decode = if left == n {
+                    Decode::Done
+                } else {
+                    Decode::Length(left - n)
+                };
+                return Step::Data(read.split_to(n as usize).freeze());
+            }
+            Decode::ChunkData(left) if !read.is_empty() => {
+                let n = left.min(read.len() as u64);
+                *decode = if left == n {
+                    Decode::ChunkEnd
+                } else {
+                    Decode::ChunkData(left - n)
+                };
+                return Step::Data(read.split_to(n as usize).freeze());
+            }
+            Decode::Close if !read.is_empty() => return Step::Data(read.split().freeze()),
+            Decode::ChunkEnd if read.len() >= 2 => {
+                if &read[..2] != b"\r\n" {
+                    return Step::Invalid("chunk not followed by CRLF");
+                }
+                read.advance(2);
+                *decode = Decode::ChunkSize;
+            }
+            Decode::ChunkSize => {
+                let Some(nl) = memchr::memchr(b'\n', read) else {
+                    if read.len() > chunk::MAX_LINE {
+                        return Step::Invalid("chunk-size line too long");
+                    }
+                    return Step::More;
+                };
+                let Ok(size) = chunk::parse_size_line(&read[..nl]) else {
+                    return Step::Invalid("bad chunk size");
+                };
+                read.advance(nl + 1);
+                *decode = if size == 0 {
+                    Decode::Trailers
+                } else {
+                    Decode::ChunkData(size)
+                };
+            }
+            Decode::Trailers => {
+                let end = match chunk::trailer_section_end(read) {
+                    Err(_) => return Step::Invalid("bad trailers"),
+                    Ok(None) if read.len() > MAX_TRAILERS => {
+                        return Step::Invalid("trailers too large");
+                    }
+                    Ok(None) => return Step::More,
+                    Ok(Some(end)) => end,
+                };
+                let section = read.split_to(end);
+                *decode = Decode::Done;
+                if end == 2 {
+                    return Step::End;
+                }
+                return match trailer_fields(&section) {
+                    Some(trailers) => Step::Trailers(trailers),
+                    None => Step::Invalid("bad trailers"),
+                };
+            }
+            Decode::Length(_) | Decode::ChunkData(_) | Decode::ChunkEnd | Decode::Close => {
+                return Step::More;
+            }
+        }
+    }
+}
+
+/// The fields of a trailer section that may pass (no framing, routing or
+/// hop-by-hop field); `None` if they do not parse.
+fn trailer_fields(section: &[u8]) -> Option<HeaderMap> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(httparse::Status::Complete((_, fields))) = httparse::parse_headers(section, &mut fields)
+    else {
+        return None;
+    };
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for f in fields.iter() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_bytes(f.value),
+        ) && allowed_in_trailers(name.as_str())
+        {
+            map.append(name, value);
+        }
+    }
+    Some(map)
+}
+
 /// A response body read from the endpoint's connection as the client takes
 /// it; at its end the connection goes back to its pool.
 #[derive(Debug)]
@@ -1021,91 +1185,28 @@ impl Body for ResponseBody {
             let Some(lease) = this.lease.as_mut() else {
                 return Poll::Ready(None);
             };
+            // Done with the lease still held: a 101's, kept for the upgrade.
+            if matches!(this.decode, Decode::Done) {
+                return Poll::Ready(None);
+            }
             let conn = &mut lease.pooled.conn;
-            let read = &mut conn.read;
-            match this.decode {
-                Decode::Done => return Poll::Ready(None),
-                Decode::Length(left) if !read.is_empty() => {
-                    let n = left.min(read.len() as u64);
-                    let data = read.split_to(n as usize).freeze();
-                    this.decode = Decode::Length(left - n);
-                    if left == n {
+            match decode_step(&mut this.decode, &mut conn.read) {
+                Step::Data(data) => {
+                    if matches!(this.decode, Decode::Done) {
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Decode::ChunkData(left) if !read.is_empty() => {
-                    let n = left.min(read.len() as u64);
-                    let data = read.split_to(n as usize).freeze();
-                    this.decode = if left == n {
-                        Decode::ChunkEnd
-                    } else {
-                        Decode::ChunkData(left - n)
-                    };
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                Step::Trailers(trailers) => {
+                    this.finish();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
-                Decode::Close if !read.is_empty() => {
-                    let data = read.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                Step::End => {
+                    this.finish();
+                    return Poll::Ready(None);
                 }
-                Decode::ChunkEnd if read.len() >= 2 => {
-                    if &read[..2] != b"\r\n" {
-                        return this.fail(BodyFailure::Invalid("chunk not followed by CRLF"), cx);
-                    }
-                    read.advance(2);
-                    this.decode = Decode::ChunkSize;
-                    continue;
-                }
-                Decode::ChunkSize => {
-                    if let Some(nl) = memchr::memchr(b'\n', read) {
-                        let Ok(size) = chunk::parse_size_line(&read[..nl]) else {
-                            return this.fail(BodyFailure::Invalid("bad chunk size"), cx);
-                        };
-                        read.advance(nl + 1);
-                        this.decode = if size == 0 {
-                            Decode::Trailers
-                        } else {
-                            Decode::ChunkData(size)
-                        };
-                        continue;
-                    }
-                    if read.len() > chunk::MAX_LINE {
-                        return this.fail(BodyFailure::Invalid("chunk-size line too long"), cx);
-                    }
-                }
-                Decode::Trailers => {
-                    if read.starts_with(b"\r\n") {
-                        read.advance(2);
-                        this.finish();
-                        return Poll::Ready(None);
-                    }
-                    if let Some(end) = memchr::memmem::find(read, b"\r\n\r\n") {
-                        let section = read.split_to(end + 4);
-                        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                        let trailers = match httparse::parse_headers(&section, &mut fields) {
-                            Ok(httparse::Status::Complete((_, fields))) => {
-                                let mut map = HeaderMap::with_capacity(fields.len());
-                                for f in fields.iter() {
-                                    if let (Ok(name), Ok(value)) = (
-                                        HeaderName::from_bytes(f.name.as_bytes()),
-                                        HeaderValue::from_bytes(f.value),
-                                    ) && allowed_in_trailers(name.as_str())
-                                    {
-                                        map.append(name, value);
-                                    }
-                                }
-                                map
-                            }
-                            _ => return this.fail(BodyFailure::Invalid("bad trailers"), cx),
-                        };
-                        this.finish();
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                    if read.len() > MAX_TRAILERS {
-                        return this.fail(BodyFailure::Invalid("trailers too large"), cx);
-                    }
-                }
-                Decode::Length(_) | Decode::ChunkData(_) | Decode::ChunkEnd | Decode::Close => {}
+                Step::Invalid(why) => return this.fail(BodyFailure::Invalid(why), cx),
+                Step::More => {}
             }
             // More bytes are needed.
             match poll_read(&mut conn.io, cx, &mut conn.read) {

@@ -12,7 +12,7 @@ pub mod client;
 mod endpoint;
 mod h1;
 pub use h1::RawHead;
-pub(crate) use h1::check_response_head;
+pub(crate) use h1::{check_chunked_decoder, check_response_head};
 pub mod health;
 pub mod outlier;
 
