@@ -1009,9 +1009,15 @@ fn decode_step(decode: &mut Decode, read: &mut BytesMut) -> Step {
                 return Step::Data(read.split_to(n as usize).freeze());
             }
             Decode::Close if !read.is_empty() => return Step::Data(read.split().freeze()),
-            Decode::ChunkEnd if read.len() >= 2 => {
-                if &read[..2] != b"\r\n" {
+            // Judged byte by byte, as the request follower judges it: a
+            // wrong first byte is refused without waiting for the second.
+            Decode::ChunkEnd if !read.is_empty() => {
+                let n = read.len().min(2);
+                if read[..n] != b"\r\n"[..n] {
                     return Step::Invalid("chunk not followed by CRLF");
+                }
+                if n < 2 {
+                    return Step::More;
                 }
                 read.advance(2);
                 *decode = Decode::ChunkSize;
