@@ -264,22 +264,13 @@ pub fn valid_host(value: &[u8]) -> bool {
     if value.first() == Some(&b'[') {
         return valid_ip_literal(value);
     }
-    // One pass: name bytes up to a colon, then at most five digits.
-    let mut colon = None;
-    for (i, &b) in value.iter().enumerate() {
-        if b == b':' {
-            colon = Some(i);
-            break;
-        }
-        if !REG_NAME[usize::from(b)] {
-            return false;
-        }
-    }
-    match colon {
-        None => !value.is_empty(),
-        Some(0) => false,
-        Some(at) => valid_port(&value[at + 1..]),
-    }
+    let (name, port) = match memchr::memchr(b':', value) {
+        Some(at) => (&value[..at], Some(&value[at + 1..])),
+        None => (value, None),
+    };
+    !name.is_empty()
+        && name.iter().all(|&b| REG_NAME[usize::from(b)])
+        && port.is_none_or(valid_port)
 }
 
 /// `[` IP-literal `]` with an optional port.

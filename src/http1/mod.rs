@@ -40,18 +40,21 @@ impl Interim {
         }
     }
 
-    /// Takes what was pushed; empty when nothing was (no lock taken then).
+    /// Takes what was pushed; empty when nothing was (a load, no lock:
+    /// nearly every request has nothing here).
     #[inline]
     pub fn take(&self) -> Vec<u8> {
-        // A load first: the swap is a locked instruction, and nearly every
-        // request has nothing here.
-        if !self.pending.load(std::sync::atomic::Ordering::Acquire)
-            || !self
-                .pending
-                .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
-            return Vec::new();
+        if self.pending.load(std::sync::atomic::Ordering::Acquire) {
+            self.take_pushed()
+        } else {
+            Vec::new()
         }
+    }
+
+    #[cold]
+    fn take_pushed(&self) -> Vec<u8> {
+        self.pending
+            .store(false, std::sync::atomic::Ordering::Release);
         self.heads
             .lock()
             .map(|mut heads| std::mem::take(&mut *heads))

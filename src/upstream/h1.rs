@@ -986,6 +986,7 @@ enum Step {
 /// Decodes what `read` holds of a body, as far as one frame: data, the
 /// trailers, the end, or the need for more bytes. Pure over the buffer, so
 /// the fuzz targets reach it (`check_chunked_decoder`).
+#[inline]
 fn decode_step(decode: &mut Decode, read: &mut BytesMut) -> Step {
     loop {
         match *decode {
