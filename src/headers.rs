@@ -106,12 +106,16 @@ pub fn rewrite_request(
     host: Option<&HeaderValue>,
     upgrade: bool,
 ) {
+    // TE is hop-by-hop; fulcrum says `trailers` to the endpoint when the
+    // client did (in any TE element), and nothing else.
     let te_trailers = headers
-        .get(TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        .get_all(TE)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), b"trailers"));
     strip_hop_by_hop(headers, upgrade);
-    if !te_trailers {
-        headers.remove(TE);
+    headers.remove(TE);
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
     }
     // hyper answers `Expect: 100-continue` itself when the body is first read.
     headers.remove(EXPECT);
@@ -188,7 +192,7 @@ impl Forwarding<'_> {
     /// for the encoder's `content-length: 0` on a request without body).
     pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>, endpoint: &str) -> bool {
         let start = out.len();
-        let (mut forwarded_for, mut host, mut length) = (false, false, false);
+        let (mut forwarded_for, mut host, mut length, mut te) = (false, false, false, false);
         for (name, value) in headers {
             // One match on the name (lower case, as HeaderName keeps it)
             // rather than a comparison per name of interest.
@@ -210,7 +214,14 @@ impl Forwarding<'_> {
                     }
                     false
                 }
-                "te" => value.as_bytes().eq_ignore_ascii_case(b"trailers"),
+                "te" => {
+                    // Once, as `trailers`, if any element says it.
+                    if !te && has_token(value.as_bytes(), b"trailers") {
+                        te = true;
+                        write_line(out, b"te", b"trailers");
+                    }
+                    false
+                }
                 "upgrade" => self.upgrade,
                 "x-forwarded-for" => {
                     forwarded_for = true;
@@ -425,6 +436,10 @@ mod tests {
                 ("upgrade", "websocket"),
             ],
             &[("connection", "close"), ("content-length", "5")],
+            // Found by fuzzing: two TE fields, `trailers` in the second;
+            // and the TE connection option a sender of TE must send.
+            &[("te", "gzip"), ("te", "trailers"), ("connection", "TE")],
+            &[("te", "gzip, trailers")],
             // Connection naming the framing or Host removes neither; the
             // framing is the encoder's, never a copied field.
             &[

@@ -89,9 +89,10 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Whether a `Connection` token is one of the connection's own options
-/// rather than the name of a field to remove.
+/// rather than the name of a field to remove (`te`: the option a sender of
+/// TE must send, RFC 9110 section 10.1.4; TE's own rule decides it).
 pub fn is_connection_option(token: &[u8]) -> bool {
-    [&b"close"[..], b"keep-alive", b"upgrade"]
+    [&b"close"[..], b"keep-alive", b"upgrade", b"te"]
         .iter()
         .any(|o| token.eq_ignore_ascii_case(o))
 }
