@@ -291,20 +291,27 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Fails with every probe that failed, named, and why.
+fn assert_all_passed(outcomes: &[(String, Vec<String>)]) {
+    let failures: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, failed))| !failed.is_empty())
+        .map(|(n, (name, failed))| format!("{n} {name}: {}", failed.join("; ")))
+        .collect();
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
 #[tokio::test]
 async fn request_probes_reach_the_origin_exactly_as_sent() {
     let setup = fulcrum_with_origin().await;
     let probes = probes::requests();
     assert!(probes.len() >= 100, "{} request probes", probes.len());
-    println!("{} request probes", probes.len());
-    let mut failures = Vec::new();
+    let mut outcomes = Vec::new();
     for (n, probe) in probes.iter().enumerate() {
-        let failed = run_probe(&setup, n, probe).await;
-        if !failed.is_empty() {
-            failures.push(format!("{n} {}: {}", probe.name, failed.join("; ")));
-        }
+        outcomes.push((probe.name.clone(), run_probe(&setup, n, probe).await));
     }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    assert_all_passed(&outcomes);
 }
 
 #[tokio::test]
@@ -312,15 +319,12 @@ async fn response_probes_reach_the_client_framed_once() {
     let setup = fulcrum_with_origin().await;
     let probes = probes::responses();
     assert!(probes.len() >= 40, "{} response probes", probes.len());
-    println!("{} response probes", probes.len());
-    let mut failures = Vec::new();
+    let mut outcomes = Vec::new();
     for (n, probe) in probes.iter().enumerate() {
         let failed = run_response_probe(&setup, n, probe).await;
-        if !failed.is_empty() {
-            failures.push(format!("{n} {}: {}", probe.name, failed.join("; ")));
-        }
+        outcomes.push((probe.name.to_owned(), failed));
     }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    assert_all_passed(&outcomes);
 }
 
 /// How a probe's outcome differs from fulcrum's: `unsafe` (a request
