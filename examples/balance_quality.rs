@@ -1,6 +1,8 @@
 //! Prints the quality figures of docs/algorithms.md:
 //! `cargo run --release --example balance_quality`.
 
+#![allow(clippy::print_stdout)] // a report for the reader
+
 use std::path::Path;
 
 use fulcrum::balance::hash_key::hash_bytes;

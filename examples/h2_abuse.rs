@@ -7,6 +7,8 @@
 //!
 //! `benches/h2_abuse.sh` builds and runs it (not part of CI).
 
+#![allow(clippy::print_stdout)] // a report for the reader
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

@@ -9,6 +9,8 @@
 //!
 //!   cargo run --release --example minimal_proxy -- 127.0.0.1:18084 127.0.0.1:18080
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a report for the reader
+
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::pin::Pin;

@@ -27,8 +27,8 @@ pub struct AdminServer {
     token: Option<String>,
 }
 
-/// Runs a reload and answers with the new generation or the error; absent
-/// until hot reload is wired in.
+/// Runs a reload and answers with the new generation or the error
+/// (`POST /reload`; absent where no reloader runs, as in some tests).
 pub type ReloadFn = Arc<dyn Fn() -> Result<u64, String> + Send + Sync>;
 
 impl AdminServer {

@@ -13,8 +13,29 @@ use tokio::net::TcpListener;
 
 use crate::Fulcrum;
 
-/// Runs the demo until SIGINT or SIGTERM.
-pub async fn run() -> anyhow::Result<()> {
+/// The demo, bound: serve it with [`Fulcrum::serve`].
+pub struct Demo {
+    pub proxy: Fulcrum,
+    /// Where the proxy listens.
+    pub proxy_addr: SocketAddr,
+    /// The three endpoints, in the order alpha, beta, gamma.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo endpoint: {0}")]
+    Endpoint(#[from] std::io::Error),
+    #[error("demo config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Start(#[from] crate::StartError),
+}
+
+/// Starts three endpoints and binds a proxy in front of them. Call
+/// [`crate::shutdown_signal`] first, as before any bind.
+pub async fn start() -> Result<Demo, DemoError> {
     let mut endpoints = Vec::new();
     for name in ["alpha", "beta", "gamma"] {
         endpoints.push(spawn_endpoint(name).await?);
@@ -74,40 +95,18 @@ endpoints = [{even}]
         weighted = endpoint_list(&[5, 1, 1]),
     );
     let config = crate::config::parse(Path::new("demo.toml"), &text)
-        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    // Before binding, as in `run`: see `shutdown_signal`.
-    let shutdown = crate::shutdown_signal();
+        .map_err(|e| DemoError::Config(e.to_string()))?;
     let proxy = Fulcrum::bind(config)?;
-    let addr = proxy.local_addr("demo").expect("the demo listener");
-    println!(
-        "fulcrum demo: proxy on http://{addr}, endpoints {}",
-        endpoints
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!();
-    println!("Round robin across three endpoints (each answers with its name):");
-    println!("  for i in 1 2 3 4 5 6; do curl -s http://{addr}/; done");
-    println!("Smooth weighted round robin, weights 5:1:1 (alpha gets 5 of every 7):");
-    println!("  for i in $(seq 7); do curl -s http://{addr}/weighted; done");
-    println!("Consistent hashing on the x-user-id header: each user sticks to one endpoint:");
-    println!(
-        "  for u in alice bob carol dave; do for i in 1 2 3; do curl -s -H \"x-user-id: $u\" http://{addr}/sticky; done; done"
-    );
-    println!("HTTP/2 without TLS (prior knowledge):");
-    println!("  curl -s --http2-prior-knowledge http://{addr}/");
-    println!("A request no route matches is not possible here (the default route takes all);");
-    println!("see config/examples/ for host and path routing.");
-    println!();
-    println!("Press Ctrl-C to stop.");
-    proxy.serve(shutdown).await;
-    Ok(())
+    let proxy_addr = proxy.local_addr("demo").expect("the demo listener");
+    Ok(Demo {
+        proxy,
+        proxy_addr,
+        endpoints,
+    })
 }
 
 /// A loopback endpoint that answers every request with its name.
-async fn spawn_endpoint(name: &'static str) -> anyhow::Result<SocketAddr> {
+async fn spawn_endpoint(name: &'static str) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {

@@ -67,9 +67,9 @@ pub fn chunk_line(data: &[u8]) {
 pub fn h2_frames(data: &[u8]) {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let stream = [PREFACE, data].concat();
-    let mut whole = crate::h2_guard::FrameWatch::new(LIMIT);
+    let mut whole = crate::listener::h2_guard::FrameWatch::new(LIMIT);
     let whole = whole.feed(&stream).map_err(|a| a.cause());
-    let mut pieces = crate::h2_guard::FrameWatch::new(LIMIT);
+    let mut pieces = crate::listener::h2_guard::FrameWatch::new(LIMIT);
     let cut = usize::from(data.first().copied().unwrap_or(7)).max(1);
     let mut result = Ok(());
     for chunk in stream.chunks(cut) {

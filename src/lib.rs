@@ -1,27 +1,50 @@
 //! fulcrum: a Layer-7 HTTP reverse proxy and load balancer.
 //!
 //! # The path of one request
-//! 1. `listener.rs` accepts a connection within `server.max_connections`,
-//!    does the TLS handshake (`tls.rs`, certificate by SNI) and serves it with
-//!    hyper (HTTP/1.1 and HTTP/2), enforcing the header and idle timeouts.
-//! 2. `proxy.rs` loads the current [`state::Snapshot`] once; the request keeps
-//!    that generation to its end.
-//! 3. `route.rs` finds the route on the borrowed host and path (404 if none).
-//! 4. `balance/` picks a usable endpoint of the route's upstream.
-//! 5. `headers.rs` rewrites the request (hop-by-hop, X-Forwarded-*,
-//!    `strip_prefix`); `upstream/` sends it through the endpoint's keep-alive
-//!    pool under the upstream's timeouts while an in-flight guard counts it;
-//!    a failed attempt is retried on another endpoint when that is safe.
-//! 6. The response streams back without hop-by-hop headers; any failure is
-//!    turned into a plain-text response in `error.rs` only.
+//! 1. `listener/` accepts a connection within `server.max_connections`,
+//!    does the TLS handshake (`tls.rs`, certificate by SNI), tells HTTP/2
+//!    from HTTP/1 by the first bytes, and serves it: plain HTTP/1.1 requests
+//!    with fulcrum's own server side (`listener/h1_server/`), the rest with
+//!    hyper, every byte hyper reads followed by the HTTP/1.1 rules of
+//!    `http1/`, an HTTP/2 client's frames watched by `listener/h2_guard.rs`.
+//! 2. `proxy/` loads the current [`state::Snapshot`] once; the request keeps
+//!    that generation to its end. It checks the request, and
+//! 3. `route.rs` finds the route on the borrowed host and path (404 if none);
+//! 4. `balance/` picks a usable endpoint of the route's upstream;
+//! 5. `headers.rs` rewrites the fields (hop-by-hop, X-Forwarded-*) and
+//!    `upstream/` sends the request, its body streamed (`body.rs`), through
+//!    the endpoint's keep-alive pool (HTTP/1.1 by `upstream/h1/`, HTTP/2 by
+//!    hyper) while an in-flight guard counts it; a failed attempt is retried
+//!    on another endpoint when the policy allows (`proxy/retry.rs`).
+//! 6. The response streams back; any failure becomes a plain-text response
+//!    in `proxy/error.rs` only. When the client's body is done, the request
+//!    is counted and logged (`access_log.rs`).
 //!
 //! # Module map
-//! `config/` (load and validate the TOML file), `state.rs` (the snapshot),
-//! `listener.rs` (with `h2_guard.rs`, the HTTP/2 frame watch), `tls.rs`,
-//! `proxy.rs`, `route.rs`, `headers.rs`,
-//! `balance/`, `upstream/`, `error.rs`, `demo.rs`, `cli.rs`.
-
-#![forbid(unsafe_code)]
+//! - `access_log`: the access log, written off the request path.
+//! - `admin`: the admin API (`/status`, `/metrics`, `/config`, `/reload`,
+//!   `/healthz`, `/readyz`).
+//! - `balance`: the balancing algorithms and the hash keys.
+//! - `body`: the request body on its way to an endpoint.
+//! - `cli`: the command line.
+//! - `config`: load the TOML file and validate it whole; its defaults.
+//! - `demo`: three endpoints and a proxy in front of them.
+//! - `diff`: what a reload would change (`check --diff`).
+//! - `fuzzing`: entry points for the fuzz targets (not an API).
+//! - `headers`: the field rewrite of a forwarded request.
+//! - `http1`: the one set of HTTP/1.1 rules (fields, chunks, the request
+//!   stream follower).
+//! - `listener`: listeners, connections, the HTTP/1.1 server side, the
+//!   HTTP/2 guard, the running listener set.
+//! - `metrics`: the Prometheus registry and metric names.
+//! - `proxy`: the request path, the retry policy, errors as responses.
+//! - `reload`: hot reload (SIGHUP, file watch, `POST /reload`).
+//! - `route`: the route table.
+//! - `state`: the snapshot and the state everything shares.
+//! - `tls`: certificates and the rustls server config.
+//! - `upstream`: upstreams, endpoints, their clients and pools, health
+//!   checks and outlier ejection.
+//! - `workers`: the worker runtimes connections are served on.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,15 +57,13 @@ use tokio_util::task::TaskTracker;
 pub mod access_log;
 pub mod admin;
 pub mod balance;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diff;
-pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod h1_server;
-pub mod h2_guard;
 pub mod headers;
 pub mod http1;
 pub mod listener;
@@ -194,9 +215,6 @@ impl Fulcrum {
         if let Some(writer) = self.access_log_writer {
             tokio::spawn(writer.run());
         }
-        if let Ok(mut health) = self.shared.health.lock() {
-            health.sync(&self.shared, &self.shared.snapshot.load());
-        }
         let upkeep_metrics = Arc::clone(&self.shared.metrics);
         let upkeep_stop = admin_stop.clone();
         tokio::spawn(async move {
@@ -228,9 +246,7 @@ impl Fulcrum {
             tracing::info!("drained");
         }
         admin_stop.cancel();
-        if let Ok(mut health) = self.shared.health.lock() {
-            health.stop();
-        }
+        reloader.stop_health_checks();
     }
 
     /// Serves connections on `workers` (started before `bind`) instead of

@@ -1,5 +1,7 @@
 //! CLI -> logging -> runtime -> run | check | demo. Exit codes only.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // the binary's output
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -16,7 +18,7 @@ fn main() -> ExitCode {
         Command::Check { diff, against } => return check(&cli, diff, against.as_deref()),
         Command::Run => run(&cli),
         Command::Demo => runtime(0).and_then(|rt| {
-            let result = rt.block_on(fulcrum::demo::run());
+            let result = rt.block_on(demo());
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             result
         }),
@@ -178,4 +180,35 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the runtime")
+}
+
+/// `fulcrum demo`: runs the demo until SIGINT or SIGTERM, after printing
+/// what to try.
+async fn demo() -> anyhow::Result<()> {
+    // Before binding, as in `run`: see `shutdown_signal`.
+    let shutdown = fulcrum::shutdown_signal();
+    let demo = fulcrum::demo::start().await?;
+    let addr = demo.proxy_addr;
+    let endpoints: Vec<String> = demo.endpoints.iter().map(ToString::to_string).collect();
+    println!(
+        "fulcrum demo: proxy on http://{addr}, endpoints {}",
+        endpoints.join(", ")
+    );
+    println!();
+    println!("Round robin across three endpoints (each answers with its name):");
+    println!("  for i in 1 2 3 4 5 6; do curl -s http://{addr}/; done");
+    println!("Smooth weighted round robin, weights 5:1:1 (alpha gets 5 of every 7):");
+    println!("  for i in $(seq 7); do curl -s http://{addr}/weighted; done");
+    println!("Consistent hashing on the x-user-id header: each user sticks to one endpoint:");
+    println!(
+        "  for u in alice bob carol dave; do for i in 1 2 3; do curl -s -H \"x-user-id: $u\" http://{addr}/sticky; done; done"
+    );
+    println!("HTTP/2 without TLS (prior knowledge):");
+    println!("  curl -s --http2-prior-knowledge http://{addr}/");
+    println!("A request no route matches is not possible here (the default route takes all);");
+    println!("see config/examples/ for host and path routing.");
+    println!();
+    println!("Press Ctrl-C to stop.");
+    demo.proxy.serve(shutdown).await;
+    Ok(())
 }

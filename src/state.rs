@@ -1,6 +1,6 @@
 //! The snapshot: everything built from one config generation, behind the one
 //! `ArcSwap` that requests load once each; and the state shared by the
-//! listeners, the admin API and (later) reload.
+//! listeners, the request path, the admin API and reload.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,10 +11,11 @@ use arc_swap::ArcSwap;
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, ServerConfig};
-use crate::listener::Connections;
+use crate::listener::counts::ConnectionCounts;
 use crate::metrics::{self as m, CodeCounters, Metrics};
 use crate::route::RouteTable;
 use crate::upstream::Upstream;
+use crate::upstream::health::UsabilityListener;
 
 /// Everything a request needs from one config generation.
 #[derive(Debug)]
@@ -47,17 +48,23 @@ pub struct Shared {
     /// Set when a graceful shutdown starts (/readyz answers 503).
     pub draining: AtomicBool,
     /// Open client connections per listener name.
-    pub connections: Mutex<Vec<(Arc<str>, Arc<Connections>)>>,
+    pub connections: Mutex<Vec<(Arc<str>, Arc<ConnectionCounts>)>>,
     pub access_log: Option<AccessLog>,
-    /// Active health-check tasks.
-    pub health: Mutex<crate::upstream::health::Supervisor>,
     /// Settings only a restart changes, as loaded at start.
-    pub startup: crate::reload::Startup,
+    pub startup: Startup,
     /// The text of the config in use.
     config_text: Mutex<String>,
     generation: metrics::Gauge,
     reloads_ok: metrics::Counter,
     reloads_failed: metrics::Counter,
+}
+
+/// What only a restart changes, remembered from the start.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    pub admin: crate::config::AdminConfig,
+    pub access_log: crate::config::AccessLogConfig,
+    pub workers: usize,
 }
 
 /// What the last reload did, for /status.
@@ -164,8 +171,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             connections: Mutex::new(Vec::new()),
             access_log,
-            health: Mutex::default(),
-            startup: crate::reload::Startup {
+            startup: Startup {
                 admin: config.admin.clone(),
                 access_log: config.access_log.clone(),
                 workers: config.server.workers,
@@ -237,5 +243,16 @@ impl Shared {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+}
+
+impl UsabilityListener for Shared {
+    /// Tells the current snapshot's balancer of `upstream` (Maglev rebuilds
+    /// its table); runs off the request path.
+    fn usability_changed(&self, upstream: &str) {
+        let snapshot = self.snapshot.load();
+        if let Some(u) = snapshot.upstreams.iter().find(|u| *u.name == *upstream) {
+            u.balancer.usability_changed(&u.endpoints);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! TLS for listeners: rustls server configs with ALPN h2 + http/1.1 and a
 //! certificate chosen by SNI among several.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -8,8 +9,6 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-
-use crate::config::{CertificateConfig, TlsConfig};
 
 /// Why a certificate pair could not be used; the text names the file.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,9 +32,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Reads a PEM certificate chain and private key and checks that they match.
-pub fn load_certified_key(config: &CertificateConfig) -> Result<CertifiedKey, TlsError> {
-    let cert_path = config.cert.display();
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert)
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let cert_path = cert.display();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| TlsError::Cert(format!("cannot read certificate {cert_path}: {e}")))?
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Cert(format!("invalid PEM in {cert_path}: {e}")))?;
@@ -46,8 +45,8 @@ pub fn load_certified_key(config: &CertificateConfig) -> Result<CertifiedKey, Tl
     }
     webpki::EndEntityCert::try_from(&chain[0])
         .map_err(|e| TlsError::Cert(format!("invalid certificate in {cert_path}: {e}")))?;
-    let key_path = config.key.display();
-    let key = PrivateKeyDer::from_pem_file(&config.key)
+    let key_path = key.display();
+    let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| TlsError::Key(format!("cannot read private key {key_path}: {e}")))?;
     CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
         TlsError::Key(format!(
@@ -56,12 +55,14 @@ pub fn load_certified_key(config: &CertificateConfig) -> Result<CertifiedKey, Tl
     })
 }
 
-/// Builds the rustls server config of one listener.
-pub fn server_config(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let certificates = config
-        .certificates
-        .iter()
-        .map(|c| load_certified_key(c).map(Arc::new))
+/// Builds the rustls server config of one listener from its certificate
+/// and key files, in order of preference.
+pub fn server_config<'a>(
+    pairs: impl IntoIterator<Item = (&'a Path, &'a Path)>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certificates = pairs
+        .into_iter()
+        .map(|(cert, key)| load_certified_key(cert, key).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     let mut server = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

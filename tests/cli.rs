@@ -3,7 +3,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+#[path = "support/wait.rs"]
+mod wait;
+use wait::eventually_blocking;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
 
@@ -47,17 +51,10 @@ impl Running {
 
     /// Waits for exit within `limit`; returns the exit code.
     fn wait_exit(&mut self, limit: Duration) -> i32 {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fulcrum did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually_blocking(limit, || {
+            let status = self.0.try_wait().unwrap()?;
+            Some(status.code().unwrap_or(-1))
+        })
     }
 }
 
@@ -311,11 +308,7 @@ fn workers_serve_connections_on_threads_of_their_own() {
             .filter(|name| name.starts_with("fulcrum-worker"))
             .count()
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while workers() != 3 {
-        assert!(Instant::now() < deadline, "{} worker threads", workers());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually_blocking(Duration::from_secs(5), || workers() == 3);
     // Connections go to the workers in turn; each serves its requests over
     // keep-alive, and the endpoint pools work from every thread.
     let mut clients: Vec<std::net::TcpStream> = (0..6)
@@ -534,11 +527,8 @@ fn sighup_reloads_the_config() {
     assert_eq!(generation(), Some(1));
     // The file is unchanged: a SIGHUP still reloads (a new generation).
     running.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while generation() != Some(2) {
-        assert!(Instant::now() < deadline, "no reload after SIGHUP");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // No reload after SIGHUP fails here.
+    eventually_blocking(Duration::from_secs(10), || generation() == Some(2));
     running.signal("TERM");
     assert_eq!(running.wait_exit(Duration::from_secs(10)), 0);
 }

@@ -101,7 +101,7 @@ async fn request_counters_and_histograms_match_what_was_sent() {
         assert_eq!(get(&c, &proxy.url("/down")).await.0, 503);
     }
     // Requests are counted when their response body is done; wait for the last.
-    let text = eventually_some(Duration::from_secs(5), || async {
+    let text = eventually(Duration::from_secs(5), || async {
         let text = admin_get(admin, "/metrics", None).await.1;
         let done = histogram_count(
             &text,
@@ -407,7 +407,7 @@ async fn access_log_writes_one_line_per_request_in_each_format() {
                 .unwrap(),
         )
         .await;
-        let lines: Vec<String> = eventually_some(Duration::from_secs(5), || {
+        let lines: Vec<String> = eventually(Duration::from_secs(5), || {
             let path = path.clone();
             async move {
                 let lines: Vec<String> = std::fs::read_to_string(&path)
@@ -505,7 +505,7 @@ async fn blocked_writer() {
     }
     let elapsed = started.elapsed();
     // Every request was served, and the lines that did not fit were counted.
-    let dropped = eventually_some(Duration::from_secs(5), || async {
+    let dropped = eventually(Duration::from_secs(5), || async {
         let s = scrape(&admin_get(admin, "/metrics", None).await.1);
         value(&s, "fulcrum_access_log_dropped_total", &[]).filter(|&d| d >= 400.0)
     })

@@ -11,6 +11,8 @@
 //! `PROBE_ORIGIN` (the other proxy's upstream) and a table of outcomes is
 //! printed instead of assertions (docs/security.md has the comparison).
 
+#![allow(clippy::print_stdout)] // what failed, for the reader
+
 #[path = "support/origin.rs"]
 mod origin;
 mod support;

@@ -1,6 +1,6 @@
 //! Walker/Vose alias tables: O(1) weighted draws from one random u64.
 
-use crate::upstream::Endpoint;
+use crate::upstream::endpoint::Endpoint;
 
 /// Draws an endpoint index in proportion to its weight; weight-0 endpoints
 /// are never drawn.

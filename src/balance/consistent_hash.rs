@@ -30,7 +30,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{RoundRobin, eligible};
 use crate::config::HashKey;
-use crate::upstream::Endpoint;
+use crate::upstream::endpoint::Endpoint;
 
 /// Points per unit of weight.
 pub const POINTS_PER_WEIGHT: u32 = 256;

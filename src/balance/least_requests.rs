@@ -4,7 +4,7 @@
 
 use super::alias::{self, Alias, Column};
 use super::{eligible, scan_weighted};
-use crate::upstream::Endpoint;
+use crate::upstream::endpoint::Endpoint;
 
 const DRAWS: usize = 8;
 

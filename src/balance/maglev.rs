@@ -30,7 +30,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{RoundRobin, eligible};
 use crate::config::HashKey;
-use crate::upstream::Endpoint;
+use crate::upstream::endpoint::Endpoint;
 
 /// The smallest table size.
 pub const MIN_TABLE_SIZE: u64 = 65537;

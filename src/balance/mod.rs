@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use crate::config::{BalanceKind, HashKey, UpstreamConfig};
-use crate::upstream::Endpoint;
+use crate::upstream::endpoint::Endpoint;
 
 mod alias;
 mod consistent_hash;
@@ -132,7 +132,7 @@ pub(crate) mod testing {
     use std::sync::atomic::AtomicU64;
 
     use crate::config::UpstreamConfig;
-    use crate::upstream::{Endpoint, EndpointState};
+    use crate::upstream::endpoint::{Endpoint, EndpointState};
 
     /// `n` fixed key hashes.
     pub fn keys(n: usize) -> Vec<u64> {

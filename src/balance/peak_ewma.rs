@@ -10,7 +10,7 @@
 //! candidate's estimate, so it is neither shunned nor flooded.
 
 use super::least_requests::Candidates;
-use crate::upstream::Endpoint;
+use crate::upstream::endpoint::Endpoint;
 
 #[derive(Debug)]
 pub struct PeakEwma {

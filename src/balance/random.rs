@@ -1,7 +1,7 @@
 //! Weighted random: an alias-table draw from a per-thread RNG, no lock.
 
 use super::{Alias, eligible, scan_weighted};
-use crate::upstream::Endpoint;
+use crate::upstream::endpoint::Endpoint;
 
 /// Draws this many times before falling back to a scan of eligible endpoints.
 const DRAWS: usize = 8;

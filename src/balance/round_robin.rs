@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::eligible;
-use crate::upstream::{Endpoint, EndpointState};
+use crate::upstream::endpoint::{Endpoint, EndpointState};
 
 #[derive(Debug)]
 pub struct RoundRobin {

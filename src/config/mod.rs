@@ -2,7 +2,7 @@
 //! [`Config`], or returns every problem found, each with file:line:column and
 //! the dotted key.
 //!
-//! Two layers (see `raw.rs` and `validate.rs`): the spanned TOML document, then
+//! Two layers (see `raw.rs` and `validate/`): the spanned TOML document, then
 //! domain types whose invariants hold (names unique, references resolved,
 //! values in range). Nothing is silently clamped.
 
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+pub mod defaults;
 mod raw;
 pub mod units;
 mod validate;
@@ -163,7 +164,7 @@ pub enum Protocol {
 }
 
 /// The causes a request may be retried for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryOn {
     pub connect_failure: bool,
     pub reset: bool,

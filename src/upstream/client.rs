@@ -50,9 +50,9 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::h1::{self, Conn, Failure};
+use crate::body::{BodyError, RequestBody};
 use crate::config::{Protocol, UpstreamConfig};
 use crate::headers::Forwarding;
-use crate::proxy::{BodyError, RequestBody};
 
 /// The keep-alive connections to one endpoint.
 #[derive(Debug)]
@@ -125,7 +125,7 @@ pub struct Outgoing<'a> {
 /// An endpoint's response body.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    Http1(h1::ResponseBody),
+    Http1(h1::Http1Body),
     Http2(Incoming),
     /// Nothing (a 101 response, whose connection went to the upgrade).
     Empty,
@@ -252,7 +252,7 @@ impl Error {
     pub fn is_invalid_response(&self) -> bool {
         match self {
             Error::Http1(e) => matches!(e, Failure::Invalid(_)),
-            Error::Http2(e) => crate::error::find_source::<hyper::Error>(e)
+            Error::Http2(e) => find_source::<hyper::Error>(e)
                 .is_some_and(|e| e.is_parse() || e.is_parse_status() || e.is_parse_too_large()),
             Error::Connect(_) | Error::Timeout => false,
         }
@@ -262,7 +262,7 @@ impl Error {
     pub fn body(&self) -> Option<&BodyError> {
         match self {
             Error::Http1(Failure::Body(e)) => Some(e),
-            Error::Http2(e) => crate::error::find_source(e),
+            Error::Http2(e) => find_source(e),
             _ => None,
         }
     }
@@ -311,7 +311,7 @@ impl Pool {
                 pool: Arc::clone(self),
                 pooled,
             };
-            let body = h1::ResponseBody::new(lease, answer.framing, answer.raw);
+            let body = h1::Http1Body::new(lease, answer.framing, answer.raw);
             Ok(Response::from_parts(answer.head, UpstreamBody::Http1(body)))
         }
     }
@@ -496,4 +496,19 @@ fn upstream_uri(authority: &Authority, path: PathAndQuery) -> Uri {
     parts.authority = Some(authority.clone());
     parts.path_and_query = Some(path);
     Uri::from_parts(parts).unwrap_or_default()
+}
+
+/// The first error of type `T` in `error`'s chain of sources, itself
+/// included.
+pub fn find_source<'e, T: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }

@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use super::outlier::Verdict;
 use super::{Endpoint, EndpointState, Probe, Upstream};
 use crate::config::HealthCheckConfig;
-use crate::state::{Shared, Snapshot};
 
 type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -36,10 +35,10 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts probes for endpoints of `snapshot` that need them and stops
     /// those of endpoints (or checks) that are gone or changed.
-    pub fn sync(&mut self, shared: &Arc<Shared>, snapshot: &Snapshot) {
+    pub fn sync<N: UsabilityListener>(&mut self, listener: &Arc<N>, upstreams: &[Upstream]) {
         let mut wanted: HashMap<(Arc<str>, Arc<str>), (HealthCheckConfig, Endpoint)> =
             HashMap::new();
-        for u in &snapshot.upstreams {
+        for u in upstreams {
             if let Some(check) = &u.health_check {
                 for e in &u.endpoints {
                     wanted.insert(
@@ -62,7 +61,7 @@ impl Supervisor {
             }
             let cancel = CancellationToken::new();
             tokio::spawn(run(
-                Arc::clone(shared),
+                Arc::clone(listener),
                 key.0.clone(),
                 endpoint,
                 config.clone(),
@@ -80,13 +79,11 @@ impl Supervisor {
     }
 }
 
-/// Tells the current snapshot's balancer of `upstream` that usability
-/// changed (Maglev rebuilds its table); runs off the request path.
-pub fn notify(shared: &Shared, upstream: &str) {
-    let snapshot = shared.snapshot.load();
-    if let Some(u) = snapshot.upstreams.iter().find(|u| *u.name == *upstream) {
-        u.balancer.usability_changed(&u.endpoints);
-    }
+/// Where a change of an endpoint's usability is told: the upstream's
+/// balancer in the snapshot current by then (which may be a later one than
+/// the endpoint was found in) rebuilds what it must.
+pub trait UsabilityListener: Send + Sync + 'static {
+    fn usability_changed(&self, upstream: &str);
 }
 
 fn probe_client(timeout: Duration) -> ProbeClient {
@@ -205,8 +202,8 @@ pub fn apply_probe(
     state.refresh(&health, &cause)
 }
 
-async fn run(
-    shared: Arc<Shared>,
+async fn run<N: UsabilityListener>(
+    listener: Arc<N>,
     upstream: Arc<str>,
     endpoint: Endpoint,
     config: HealthCheckConfig,
@@ -219,7 +216,7 @@ async fn run(
             () = cancel.cancelled() => return,
         };
         if apply_probe(&endpoint.state, &config, pass, result) {
-            notify(&shared, &upstream);
+            listener.usability_changed(&upstream);
         }
         let jitter = 0.9 + 0.2 * fastrand::f64();
         let pause = config.interval.mul_f64(jitter);
@@ -232,8 +229,8 @@ async fn run(
 
 /// Feeds one attempt's result to passive checks. `failure` names the cause
 /// (connect error, reset, status 5xx), or is `None` for a good response.
-pub fn passive_result(
-    shared: &Arc<Shared>,
+pub fn passive_result<N: UsabilityListener>(
+    listener: &Arc<N>,
     upstream: &Upstream,
     index: usize,
     failure: Option<&str>,
@@ -272,9 +269,9 @@ pub fn passive_result(
             let changed = state.refresh(&health, &format!("ejected for {duration:?}: {why}"));
             drop(health);
             if changed {
-                notify(shared, &upstream.name);
+                listener.usability_changed(&upstream.name);
             }
-            let shared = Arc::clone(shared);
+            let listener = Arc::clone(listener);
             let state = Arc::clone(state);
             let name = upstream.name.clone();
             tokio::spawn(async move {
@@ -288,7 +285,7 @@ pub fn passive_result(
                     }
                 };
                 if changed {
-                    notify(&shared, &name);
+                    listener.usability_changed(&name);
                 }
             });
         }

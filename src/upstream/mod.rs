@@ -9,7 +9,7 @@ use crate::balance::Balancer;
 use crate::config::{HealthCheckConfig, OutlierConfig, Protocol, RetryOn, UpstreamConfig};
 
 pub mod client;
-mod endpoint;
+pub mod endpoint;
 mod h1;
 pub use h1::RawHead;
 pub(crate) use h1::{check_chunked_decoder, check_response_head};

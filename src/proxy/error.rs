@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::proxy::ResponseBody;
+use super::response_body::ResponseBody;
 
 /// Why fulcrum answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -166,21 +166,6 @@ impl ProxyError {
         }
         response
     }
-}
-
-/// The first error of type `T` in `error`'s chain of sources, itself
-/// included.
-pub(crate) fn find_source<'e, T: std::error::Error + 'static>(
-    error: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e T> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -1,0 +1,163 @@
+//! The schema's unit tests: every error with its location.
+
+use super::route::parse_host;
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match validate(Path::new("f.toml"), Path::new("."), text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const MINIMAL: &str = r#"
+[[listener]]
+name = "http"
+bind = "127.0.0.1:0"
+
+[[route]]
+upstream = "api"
+
+[upstream.api]
+endpoints = [{ address = "127.0.0.1:9001" }]
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = validate(Path::new("f.toml"), Path::new("."), MINIMAL).unwrap();
+    assert_eq!(c.server, ServerConfig::default());
+    assert_eq!(c.routes[0].name, "route0");
+    assert_eq!(c.routes[0].path_prefix, "/");
+    let u = &c.upstreams[0];
+    assert_eq!(u.balance, BalanceKind::RoundRobin);
+    assert_eq!(u.retries, 1);
+    assert!(u.retry_on.connect_failure && u.retry_on.reset && !u.retry_on.status_502);
+    assert_eq!(u.endpoints[0].weight, 1);
+    assert_eq!(c.admin.bind, Some("127.0.0.1:9901".parse().unwrap()));
+}
+
+#[test]
+fn every_error_is_reported_with_its_location() {
+    let text = "[server]\nworkers = -1\nbogus = 1\n\n[[listener]]\nname = \"http\"\n\n[upstream.api]\nretries = 99\nendpoints = []\n";
+    let e = errors(text);
+    assert!(
+        e.contains(&"f.toml:2:11: server.workers: must be between 0 and 1024".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("f.toml:3:1: server.bogus: unknown key")),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"f.toml:5:1: listener[0].bind: required key is missing".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"f.toml:9:11: upstream.api.retries: must be between 0 and 10".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"f.toml:10:13: upstream.api.endpoints: must not be empty".to_string()),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn dangling_and_duplicate_names() {
+    let text = format!(
+        "{MINIMAL}\n[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"nope\"\nlisteners = [\"ghost\"]\n"
+    );
+    let e = errors(&text);
+    assert!(
+        e.iter()
+            .any(|l| l.contains("listener[1].name: duplicate listener name `http`")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("route[1].upstream: no upstream is named `nope`")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("route[1].listeners[0]: no listener is named `ghost`")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn hashing_needs_a_key_and_bad_values_are_named() {
+    let text = MINIMAL.replace(
+        "[upstream.api]",
+        "[upstream.api]\nbalance = \"maglev\"\nconnect_timeout = \"2 parsecs\"\nretry_on = [\"sometimes\"]",
+    );
+    let e = errors(&text);
+    // At the table's header, where the key is missing.
+    let header = 1 + text.lines().position(|l| l == "[upstream.api]").unwrap();
+    let at =
+        format!("f.toml:{header}:1: upstream.api.hash_key: required when balance = \"maglev\"");
+    assert!(e.iter().any(|l| l.starts_with(&at)), "{at} in {e:?}");
+    assert!(
+        e.iter()
+            .any(|l| l.contains("upstream.api.connect_timeout: unknown duration unit")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("upstream.api.retry_on[0]: `sometimes` is not a retry cause")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn syntax_errors_name_a_location() {
+    let e = errors("[server]\nworkers = \n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("f.toml:2:"), "{e:?}");
+}
+
+#[test]
+fn syntax_errors_always_name_a_key() {
+    // Found by fuzzing: a recovered tree can hold an empty key.
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/config-empty-key.toml"
+    ))
+    .unwrap();
+    // The fuzzer's input: the longest valid UTF-8 prefix of the bytes.
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap(),
+    };
+    let e = errors(text);
+    assert!(!e.is_empty());
+    for line in &e {
+        assert!(!line.contains(": : "), "{line}");
+    }
+}
+
+#[test]
+fn public_admin_needs_a_token() {
+    let text = format!("{MINIMAL}\n[admin]\nbind = \"0.0.0.0:9901\"\n");
+    let e = errors(&text);
+    // At the `[admin]` header, where the key is missing.
+    let header = 1 + text.lines().position(|l| l == "[admin]").unwrap();
+    let at = format!("f.toml:{header}:1: admin.token: required when admin.bind");
+    assert!(e.iter().any(|l| l.starts_with(&at)), "{at} in {e:?}");
+}
+
+#[test]
+fn hosts() {
+    assert_eq!(
+        parse_host("API.example.com"),
+        Ok(HostPattern::Exact("api.example.com".into()))
+    );
+    assert_eq!(
+        parse_host("*.example.com"),
+        Ok(HostPattern::Wildcard(".example.com".into()))
+    );
+    assert!(parse_host("example.com:80").is_err());
+    assert!(parse_host("a.*.com").is_err());
+    assert!(parse_host("*").is_err());
+}

@@ -1,0 +1,147 @@
+//! What one client connection's task, socket wrapper, service and
+//! requests' guards share (one allocation per connection), and the guard
+//! that counts a request in flight.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::h2_guard::Abuse;
+use super::upgrade::{OnUpgrade, Upgraded};
+use crate::http1::stream::Verdicts;
+use crate::state::Shared;
+
+/// One connection's identity and state: shared by its task, its socket
+/// wrapper, its service and its requests' guards (one allocation).
+#[derive(Debug)]
+pub struct ConnectionState {
+    pub(super) shared: Arc<Shared>,
+    pub(super) listener: Arc<str>,
+    pub(super) client: SocketAddr,
+    pub(super) https: bool,
+    /// The client's IP as an X-Forwarded-For element, formatted once.
+    pub(super) client_ip: http::HeaderValue,
+    pub(super) epoch: Instant,
+    pub(super) in_flight: AtomicU32,
+    /// Milliseconds since `epoch` when the current idle or head-reading
+    /// phase began.
+    pub(super) since_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the last byte read or written: a
+    /// connection with requests in flight but nothing moving for
+    /// `idle_timeout` is stalled (a client that never reads its response,
+    /// an endpoint that hangs mid-body) and is closed.
+    pub(super) last_io_ms: AtomicU64,
+    pub(super) reading_head: AtomicBool,
+    pub(super) http2: AtomicBool,
+    /// Set when a request head starts arriving, so the timer moves its
+    /// deadline from idle_timeout to header_read_timeout.
+    pub(super) rearm: AtomicBool,
+    /// What the follower of the request stream found of the requests
+    /// hyper serves (`http1::stream`), since the last hand-off to hyper.
+    pub(super) verdicts: ArcSwapOption<Verdicts>,
+    /// Why the HTTP/2 frame watch refused the connection, if it did.
+    pub(super) refused: std::sync::OnceLock<Abuse>,
+    /// The last read found nothing to read.
+    pub(super) read_blocked: AtomicBool,
+    /// Bytes were written since the last completed flush.
+    pub(super) unflushed: AtomicBool,
+    /// hyper is closing the connection to park it: its shutdown of the
+    /// socket is skipped.
+    pub(super) parking: AtomicBool,
+    /// Where an upgrade (a request the proxy answers with 101) wants the
+    /// client's connection.
+    pub(super) upgrade: std::sync::Mutex<Option<oneshot::Sender<Upgraded>>>,
+}
+
+/// Counts a request in flight on its connection until its response body is
+/// dropped.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<ConnectionState>);
+
+impl ConnectionState {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        listener: Arc<str>,
+        client: SocketAddr,
+        https: bool,
+    ) -> Self {
+        Self {
+            shared,
+            listener,
+            client,
+            https,
+            client_ip: crate::headers::client_ip_value(client.ip()),
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            since_ms: AtomicU64::new(0),
+            last_io_ms: AtomicU64::new(0),
+            reading_head: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+            verdicts: ArcSwapOption::empty(),
+            rearm: AtomicBool::new(false),
+            refused: std::sync::OnceLock::new(),
+            read_blocked: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
+            upgrade: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// An HTTP/1 connection between requests: nothing in flight, no head
+    /// begun, everything written, and hyper waiting for the client.
+    pub(super) fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && !self.reading_head.load(Ordering::Relaxed)
+            && self.read_blocked.load(Ordering::Relaxed)
+            && !self.unflushed.load(Ordering::Relaxed)
+            && !self.http2.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+impl RequestGuard {
+    pub(super) fn start(state: &Arc<ConnectionState>, http2: bool) -> Self {
+        // No clock read: `last_io_ms` was set by the read that brought this
+        // head (or, pipelined, the one before it: no byte has come since).
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        state.reading_head.store(false, Ordering::Release);
+        // The timer may be set for the header deadline; with a request in
+        // flight the stall rule decides, and idle_timeout may be shorter.
+        state.rearm.store(true, Ordering::Release);
+        if http2 {
+            state.http2.store(true, Ordering::Relaxed);
+        }
+        Self(Arc::clone(state))
+    }
+}
+
+impl RequestGuard {
+    /// The client's connection, once the response to this request (a 101)
+    /// is written.
+    pub fn on_upgrade(&self) -> OnUpgrade {
+        let (to, from) = oneshot::channel();
+        if let Ok(mut slot) = self.0.upgrade.lock() {
+            *slot = Some(to);
+        }
+        from
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let state = &self.0;
+        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Idle from the last write, which hyper made just before it let
+            // go of the body (no clock read per request).
+            let last_io = state.last_io_ms.load(Ordering::Relaxed);
+            state.since_ms.store(last_io, Ordering::Release);
+        }
+    }
+}

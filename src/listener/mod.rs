@@ -1,0 +1,298 @@
+//! Listeners: bind, accept within the connection limit, TLS, and one task
+//! per client connection. The folder holds the downstream side whole:
+//! - `connection.rs`: a connection's task, which tells HTTP/2 from HTTP/1
+//!   by the first bytes, serves plain HTTP/1.1 requests with fulcrum's own
+//!   server side (`h1_server/`) and the rest with hyper, parks idle HTTP/1
+//!   connections without buffers, and drains;
+//! - `connection_state.rs`: what a connection's task, socket, service and
+//!   requests share; `timer.rs`: the one timer per connection
+//!   (`header_read_timeout`, `idle_timeout`, parking);
+//! - `socket.rs`: the socket wrapper, which follows the HTTP/1 requests
+//!   hyper reads (`http1::stream`) and an HTTP/2 client's frames
+//!   (`h2_guard.rs`);
+//! - `refusing.rs`: the answer to a request refused before a server side
+//!   read it; `upgrade.rs`: the client's side of an upgraded connection;
+//! - `counts.rs`: open and parked connections per listener; `set.rs`: the
+//!   running set of listeners, which a reload changes.
+
+mod connection;
+mod connection_state;
+pub mod counts;
+pub mod h1_server;
+pub mod h2_guard;
+mod refusing;
+pub mod set;
+mod socket;
+mod timer;
+mod upgrade;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ListenerConfig;
+use crate::state::Shared;
+use connection::serve_connection;
+pub use connection::{
+    H2_MAX_CONCURRENT_STREAMS, H2_MAX_LOCAL_ERROR_RESETS, H2_MAX_PENDING_ACCEPT_RESETS,
+};
+use connection_state::ConnectionState;
+pub use connection_state::RequestGuard;
+pub use counts::ConnectionCounts;
+use counts::OpenConnection;
+pub use socket::Transport;
+use timer::Deadlines;
+pub use timer::PARK_AFTER;
+pub use upgrade::{OnUpgrade, Upgraded};
+
+/// A listener whose socket is bound, ready to serve.
+pub struct BoundListener {
+    pub name: Arc<str>,
+    /// The config it was bound from (a reload compares against it).
+    pub config: ListenerConfig,
+    pub local_addr: SocketAddr,
+    /// Its client connections, for the downstream connection metrics.
+    pub connections: Arc<ConnectionCounts>,
+    /// Swapped by a reload that changes certificates; new connections use
+    /// the new ones.
+    pub tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    listener: TcpListener,
+}
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("listener {listener}: cannot bind {addr}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("listener {listener}: {source}")]
+    Tls {
+        listener: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+}
+
+/// The TLS acceptor of a listener config, if it has TLS.
+pub fn tls_acceptor(config: &ListenerConfig) -> Result<Option<TlsAcceptor>, ListenerError> {
+    match &config.tls {
+        Some(tls) => Ok(Some(TlsAcceptor::from(
+            crate::tls::server_config(
+                tls.certificates
+                    .iter()
+                    .map(|c| (c.cert.as_path(), c.key.as_path())),
+            )
+            .map_err(|source| ListenerError::Tls {
+                listener: config.name.clone(),
+                source,
+            })?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// What every connection task shares.
+pub struct Serving {
+    pub shared: Arc<Shared>,
+    pub connections: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    /// Where connections are served; `None`: on the accepting runtime.
+    pub workers: Option<Arc<crate::workers::Workers>>,
+}
+
+impl BoundListener {
+    /// Binds the listener's address (SO_REUSEADDR) and prepares its TLS.
+    pub fn bind(config: &ListenerConfig) -> Result<Self, ListenerError> {
+        let bind_error = |source| ListenerError::Bind {
+            listener: config.name.clone(),
+            addr: config.bind,
+            source,
+        };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(config.bind),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(bind_error)?;
+        socket.set_reuse_address(true).map_err(bind_error)?;
+        if config.bind.is_ipv6() {
+            socket.set_only_v6(true).map_err(bind_error)?;
+        }
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        socket.bind(&config.bind.into()).map_err(bind_error)?;
+        socket.listen(4096).map_err(bind_error)?;
+        let listener = TcpListener::from_std(socket.into()).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let tls = tls_acceptor(config)?;
+        Ok(Self {
+            name: config.name.as_str().into(),
+            config: config.clone(),
+            local_addr,
+            connections: Arc::new(ConnectionCounts::default()),
+            tls: Arc::new(ArcSwapOption::new(tls.map(Arc::new))),
+            listener,
+        })
+    }
+
+    /// Accepts until `stop` (the listener's own token, a child of the
+    /// shutdown token), one task per connection; connections drain on it.
+    pub async fn serve(self, cx: Arc<Serving>, stop: CancellationToken) {
+        let listener = Arc::new(self);
+        // Failed accepts are counted; the warning is written at most once a
+        // minute, with how many came since (a flood must not fill the log).
+        let mut warned: Option<Instant> = None;
+        let mut unlogged = 0u64;
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&cx.connections).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = stop.cancelled() => return,
+            };
+            let (stream, client) = tokio::select! {
+                accepted = listener.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        cx.shared
+                            .metrics
+                            .counter(
+                                crate::metrics::DOWNSTREAM_ACCEPT_ERRORS,
+                                &[("listener", &listener.name)],
+                            )
+                            .increment(1);
+                        unlogged += 1;
+                        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                            tracing::warn!(listener = %listener.name, %error, failed = unlogged, "accept failed");
+                            warned = Some(Instant::now());
+                            unlogged = 0;
+                        }
+                        // EMFILE and friends: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = stop.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let server = &cx.shared.snapshot.load().server;
+            listener.connections.open.fetch_add(1, Ordering::Relaxed);
+            let admission = Admission {
+                deadlines: Deadlines {
+                    header_read: server.header_read_timeout,
+                    idle: server.idle_timeout,
+                },
+                max_header_bytes: server.max_header_bytes,
+                _permit: permit,
+                open: OpenConnection(Arc::clone(&listener.connections)),
+            };
+            let acceptor = listener.tls.load_full();
+            let shared = Arc::clone(&cx.shared);
+            let name = Arc::clone(&listener.name);
+            let state = Arc::new(ConnectionState::new(
+                shared,
+                name,
+                client,
+                acceptor.is_some(),
+            ));
+            if let Some(workers) = &cx.workers {
+                // Moved to a worker's runtime: registered with its reactor there.
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                let task = on_worker(stream, acceptor, state, stop.clone(), admission);
+                cx.tracker.spawn_on(task, workers.next());
+                continue;
+            }
+            match acceptor {
+                None => {
+                    let task = serve_connection(stream, state, stop.clone(), admission);
+                    cx.tracker.spawn(task);
+                }
+                Some(acceptor) => {
+                    let task = serve_tls(stream, acceptor, state, stop.clone(), admission);
+                    cx.tracker.spawn(Box::pin(task));
+                }
+            }
+        }
+    }
+}
+
+/// Opens the TLS session, then serves the connection. Boxed by its caller:
+/// a TLS connection's state is several times a plain one's, and a task is
+/// as large as its largest state.
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: Arc<TlsAcceptor>,
+    state: Arc<ConnectionState>,
+    stop: CancellationToken,
+    admission: Admission,
+) {
+    let deadline = admission.deadlines.header_read;
+    // A client can fail handshakes at will: counted, logged at debug only
+    // (and rustls logs nothing: its `logging` feature is off).
+    let failed = |cause: &'static str| {
+        state
+            .shared
+            .metrics
+            .counter(
+                crate::metrics::DOWNSTREAM_TLS_FAILED,
+                &[("listener", &state.listener), ("cause", cause)],
+            )
+            .increment(1);
+    };
+    let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            failed("error");
+            tracing::debug!(client = %state.client, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            failed("timeout");
+            tracing::debug!(client = %state.client, "TLS handshake timed out");
+            return;
+        }
+    };
+    serve_connection(tls, state, stop, admission).await;
+}
+
+/// Serves a connection on the worker runtime this runs on.
+async fn on_worker(
+    stream: std::net::TcpStream,
+    acceptor: Option<Arc<TlsAcceptor>>,
+    state: Arc<ConnectionState>,
+    stop: CancellationToken,
+    admission: Admission,
+) {
+    let Ok(stream) = TcpStream::from_std(stream) else {
+        return;
+    };
+    match acceptor {
+        None => serve_connection(stream, state, stop, admission).await,
+        Some(acceptor) => Box::pin(serve_tls(stream, acceptor, state, stop, admission)).await,
+    }
+}
+
+/// What a connection holds for its whole life besides its socket.
+struct Admission {
+    deadlines: Deadlines,
+    max_header_bytes: usize,
+    _permit: OwnedSemaphorePermit,
+    open: OpenConnection,
+}

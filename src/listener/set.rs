@@ -1,0 +1,177 @@
+//! The running set of listeners: started at start, changed by a reload in
+//! two steps. [`ListenerSet::plan`] does everything that can fail (TLS
+//! acceptors for changed certificates, sockets of added listeners) and
+//! changes nothing; [`ListenerSet::commit`] applies a plan: certificates
+//! swapped, added listeners started, removed ones stopped (their
+//! connections drain), the connection limit moved.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arc_swap::ArcSwapOption;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::{BoundListener, ConnectionCounts, Serving, tls_acceptor};
+use crate::config::{Config, ListenerConfig};
+
+/// The listeners running now, and the connection limit they share.
+pub struct ListenerSet {
+    serving: Arc<Serving>,
+    listeners: Vec<RunningListener>,
+    max_connections: usize,
+}
+
+/// What a reload does with the listeners: one step per configured listener.
+pub struct Plan {
+    steps: Vec<Step>,
+    max_connections: usize,
+}
+
+/// What a reload does with one configured listener.
+enum Step {
+    /// Keep running listener `i`; `Some` = its certificates changed.
+    Keep(usize, Option<Option<TlsAcceptor>>),
+    /// A new socket, bound.
+    Add(BoundListener),
+}
+
+struct RunningListener {
+    name: Arc<str>,
+    config: ListenerConfig,
+    stop: CancellationToken,
+    tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    connections: Arc<ConnectionCounts>,
+}
+
+impl ListenerSet {
+    /// Starts serving `listeners`.
+    pub fn start(
+        serving: Arc<Serving>,
+        listeners: Vec<BoundListener>,
+        max_connections: usize,
+    ) -> Self {
+        let mut set = Self {
+            serving,
+            listeners: Vec::new(),
+            max_connections,
+        };
+        for listener in listeners {
+            let running = set.spawn(listener);
+            set.listeners.push(running);
+        }
+        set.publish_connections();
+        set
+    }
+
+    /// Everything a change to `config`'s listeners needs that can fail,
+    /// done before anything changes.
+    pub fn plan(&self, config: &Config) -> Result<Plan, String> {
+        let mut steps = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let kept = self
+                .listeners
+                .iter()
+                .position(|r| *r.name == *l.name && r.config.bind == l.bind);
+            steps.push(match kept {
+                Some(i) => {
+                    let tls = (self.listeners[i].config.tls != l.tls)
+                        .then(|| tls_acceptor(l))
+                        .transpose()
+                        .map_err(|e| e.to_string())?;
+                    Step::Keep(i, tls)
+                }
+                None => Step::Add(BoundListener::bind(l).map_err(|e| e.to_string())?),
+            });
+        }
+        Ok(Plan {
+            steps,
+            max_connections: config.server.max_connections,
+        })
+    }
+
+    /// Applies `plan`, made from `config`; cannot fail.
+    pub fn commit(&mut self, plan: Plan, config: &Config) {
+        let mut old: Vec<Option<RunningListener>> = self.listeners.drain(..).map(Some).collect();
+        let mut listeners = Vec::with_capacity(plan.steps.len());
+        for (step, l) in plan.steps.into_iter().zip(&config.listeners) {
+            match step {
+                Step::Keep(i, tls) => {
+                    // Names are unique, so each old listener is kept at most once.
+                    let mut running = old[i].take().expect("kept once");
+                    if let Some(tls) = tls {
+                        running.tls.store(tls.map(Arc::new));
+                        tracing::info!(listener = %l.name, "certificates replaced for new connections");
+                    }
+                    running.config = l.clone();
+                    listeners.push(running);
+                }
+                Step::Add(bound) => {
+                    tracing::info!(listener = %bound.name, addr = %bound.local_addr, "listener added");
+                    listeners.push(self.spawn(bound));
+                }
+            }
+        }
+        for removed in old.into_iter().flatten() {
+            tracing::info!(listener = %removed.name, "listener removed; draining its connections");
+            removed.stop.cancel();
+        }
+        self.listeners = listeners;
+        self.publish_connections();
+        self.limit_connections(plan.max_connections);
+    }
+
+    fn spawn(&self, listener: BoundListener) -> RunningListener {
+        let stop = self.serving.shutdown.child_token();
+        let running = RunningListener {
+            name: Arc::clone(&listener.name),
+            config: listener.config.clone(),
+            stop: stop.clone(),
+            tls: Arc::clone(&listener.tls),
+            connections: Arc::clone(&listener.connections),
+        };
+        tokio::spawn(listener.serve(Arc::clone(&self.serving), stop));
+        running
+    }
+
+    /// Shows the running listeners' connection counts to the metrics.
+    fn publish_connections(&self) {
+        let Ok(mut connections) = self.serving.shared.connections.lock() else {
+            return;
+        };
+        connections.retain(|(name, counts)| {
+            let kept = self.listeners.iter().any(|l| l.name == *name);
+            if !kept {
+                // The gauge of a removed listener would otherwise keep its last value.
+                counts.open.store(0, Ordering::Relaxed);
+            }
+            kept
+        });
+        for l in &self.listeners {
+            if !connections.iter().any(|(name, _)| *name == l.name) {
+                connections.push((Arc::clone(&l.name), Arc::clone(&l.connections)));
+            }
+        }
+    }
+
+    /// Moves the limit on open connections (`server.max_connections`).
+    fn limit_connections(&mut self, wanted: usize) {
+        let semaphore = &self.serving.connections;
+        if wanted > self.max_connections {
+            semaphore.add_permits(wanted - self.max_connections);
+        } else if wanted < self.max_connections {
+            // Takes free permits now; busy ones are not handed back later.
+            let mut excess = self.max_connections - wanted;
+            excess -= semaphore.forget_permits(excess);
+            if excess > 0 {
+                let semaphore = Arc::clone(semaphore);
+                tokio::spawn(async move {
+                    if let Ok(permits) = semaphore.acquire_many_owned(excess as u32).await {
+                        permits.forget();
+                    }
+                });
+            }
+        }
+        self.max_connections = wanted;
+    }
+}

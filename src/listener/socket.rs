@@ -1,0 +1,358 @@
+//! The client's socket as every server side reads it: notes when a request
+//! head begins (for the timer), follows the HTTP/1 requests hyper reads
+//! (`http1::stream`), watches an HTTP/2 client's frames (`h2_guard`),
+//! replays bytes read ahead, and tells HTTP/2 from HTTP/1 by the first
+//! bytes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::connection::hard_limit;
+use super::connection_state::ConnectionState;
+use super::h2_guard::{Abuse, FrameWatch};
+use crate::http1::Refusal;
+use crate::http1::stream::{RequestStream, Verdicts};
+
+/// The socket, noting when a new request head begins to arrive, following
+/// the HTTP/1 requests hyper reads (`http1::stream`),
+/// HTTP/1 heads for a Content-Length/Transfer-Encoding conflict, and
+/// watching an HTTP/2 client's frames (`h2_guard`).
+pub(super) struct Socket<S> {
+    pub(super) inner: S,
+    pub(super) state: Arc<ConnectionState>,
+    /// Follows the requests while hyper reads HTTP/1 from the socket.
+    pub(super) stream: Option<Box<RequestStream>>,
+    pub(super) max_header_bytes: usize,
+    /// Present once the client sent the HTTP/2 preface.
+    pub(super) h2: Option<Box<FrameWatch>>,
+    /// Bytes already read (and checked), to be read again first: those that
+    /// told the protocol, or those hyper read ahead before the connection
+    /// parked.
+    pub(super) replay: Bytes,
+    /// Upgraded: the bytes are no longer HTTP.
+    pub(super) passthrough: bool,
+    /// fulcrum's own server side reads the connection: requests are not
+    /// followed, as it parses each head itself and hands every one with a
+    /// body (and the rest of the stream) to hyper, followed from there
+    /// (`hand_to_hyper`).
+    pub(super) plain: bool,
+}
+
+/// A transport a parked connection can wait on without holding a buffer.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready when bytes, or the end of the stream, can be read.
+    fn poll_read_ready(&self, task: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// TLS negotiated HTTP/2 (ALPN `h2`): the connection must begin with
+    /// the HTTP/2 client preface, and is not served as HTTP/1.1.
+    fn http2_negotiated(&self) -> bool {
+        false
+    }
+}
+
+impl Transport for TcpStream {
+    fn poll_read_ready(&self, task: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, task)
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_read_ready(&self, task: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A connection parks only after a read found nothing, so rustls
+        // holds no plaintext: the socket is what to wait on.
+        self.get_ref().0.poll_read_ready(task)
+    }
+
+    fn http2_negotiated(&self) -> bool {
+        self.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+}
+
+/// What the first bytes of a connection show.
+pub(super) enum Detected {
+    Http1,
+    Http2,
+    /// TLS negotiated HTTP/2 and the client sent something else.
+    NotThePreface,
+    /// Closed before sending anything.
+    Nothing,
+}
+
+impl<S> Socket<S> {
+    /// Shows the frame watch what h2 wrote, so it knows where a GOAWAY
+    /// could go (`h2_guard`).
+    #[cold]
+    pub(super) fn follow_http2_writes(
+        &mut self,
+        bufs: &[io::IoSlice<'_>],
+        result: &Poll<io::Result<usize>>,
+    ) {
+        let (Some(watch), Poll::Ready(Ok(n))) = (self.h2.as_mut(), result) else {
+            return;
+        };
+        let mut left = *n;
+        for buf in bufs {
+            let take = left.min(buf.len());
+            watch.wrote(&buf[..take]);
+            left -= take;
+        }
+    }
+
+    pub(super) fn wrote(&self, result: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = result
+            && *n > 0
+        {
+            let a = &self.state;
+            a.last_io_ms.store(a.now_ms(), Ordering::Relaxed);
+            a.unflushed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn new(inner: S, state: &Arc<ConnectionState>, max_header_bytes: usize) -> Self {
+        Self {
+            inner,
+            state: Arc::clone(state),
+            stream: None,
+            max_header_bytes,
+            h2: None,
+            replay: Bytes::new(),
+            passthrough: false,
+            plain: false,
+        }
+    }
+
+    pub(super) fn has_replay(&self) -> bool {
+        !self.replay.is_empty()
+    }
+
+    /// Keeps what hyper read ahead (copied: hyper's buffer is freed); the
+    /// follower stops with hyper.
+    pub(super) fn park(&mut self, read_ahead: &Bytes) {
+        self.replay = if read_ahead.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(read_ahead)
+        };
+        self.stream = None;
+    }
+
+    /// Leaves the parked state: bytes read ahead begin the next head.
+    pub(super) fn unpark(&mut self) {
+        if self.has_replay() {
+            let a = &self.state;
+            a.since_ms.store(a.now_ms(), Ordering::Release);
+            a.reading_head.store(true, Ordering::Release);
+            a.rearm.store(true, Ordering::Release);
+        }
+        self.state.read_blocked.store(false, Ordering::Relaxed);
+    }
+
+    /// Hands the connection from fulcrum's own server side to hyper:
+    /// `read_ahead` (read, not served, beginning with a request head) is
+    /// followed as bytes just read would be, and replayed. The refusal of
+    /// the first request, if the follower refuses it: nothing is handed
+    /// over then, as hyper would answer some of these itself with no cause.
+    pub(super) fn hand_to_hyper(&mut self, read_ahead: Bytes) -> Option<Refusal> {
+        self.plain = false;
+        let verdicts = Arc::new(Verdicts::default());
+        let mut stream = RequestStream::new(hard_limit(self.max_header_bytes));
+        if let Some(refused) = stream.feed(&read_ahead) {
+            if refused.message == 0 {
+                return Some(refused.refusal);
+            }
+            verdicts.record(refused);
+        }
+        self.state.verdicts.store(Some(verdicts));
+        self.stream = Some(Box::new(stream));
+        self.replay = read_ahead;
+        None
+    }
+
+    /// Checks bytes just read: an HTTP/2 client's frames, or the HTTP/1
+    /// requests hyper reads.
+    pub(super) fn check(&mut self, bytes: &[u8]) -> Result<(), Abuse> {
+        if let Some(watch) = &mut self.h2 {
+            return watch.feed(bytes);
+        }
+        if let Some(stream) = self.stream.as_mut().filter(|s| !s.stopped())
+            && let Some(refused) = stream.feed(bytes)
+            && let Some(verdicts) = &*self.state.verdicts.load()
+        {
+            verdicts.record(refused);
+        }
+        Ok(())
+    }
+
+    /// Starts the HTTP/2 frame watch on a connection that sent the client
+    /// preface, with what was read so far.
+    pub(super) fn watch_http2(&mut self) -> Result<(), Abuse> {
+        let mut watch = FrameWatch::new(self.max_header_bytes);
+        let fed = watch.feed(&self.replay);
+        self.h2 = Some(Box::new(watch));
+        fed
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
+    /// Reads from the socket, noting a request head's start and checking
+    /// what arrives.
+    pub(super) fn poll_read_checked(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if result.is_pending() {
+            self.state.read_blocked.store(true, Ordering::Relaxed);
+        }
+        if buf.filled().len() > before {
+            let a = &self.state;
+            let now = a.now_ms();
+            a.last_io_ms.store(now, Ordering::Relaxed);
+            a.read_blocked.store(false, Ordering::Relaxed);
+            if a.in_flight.load(Ordering::Acquire) == 0
+                && !a.reading_head.load(Ordering::Relaxed)
+                && !a.http2.load(Ordering::Relaxed)
+            {
+                a.since_ms.store(now, Ordering::Release);
+                a.reading_head.store(true, Ordering::Release);
+                a.rearm.store(true, Ordering::Release);
+            }
+            if let Err(abuse) = self.check(&buf.filled()[before..]) {
+                // h2 never sees these bytes; the failed read ends the
+                // connection, after a GOAWAY if one can go out whole now.
+                let _ = self.state.refused.set(abuse);
+                if let Some(goaway) = self.h2.as_ref().and_then(|w| w.goaway()) {
+                    let inner = Pin::new(&mut self.inner);
+                    if let Poll::Ready(Ok(n)) = inner.poll_write(cx, &goaway)
+                        && n == goaway.len()
+                    {
+                        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+                    }
+                }
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, abuse)));
+            }
+        }
+        result
+    }
+
+    /// Reads until the first bytes tell HTTP/2 (the client preface) from
+    /// HTTP/1; what was read is replayed to hyper.
+    /// `http2_only`: TLS negotiated HTTP/2 (RFC 9113 section 3.3): anything
+    /// but the preface is a connection error, not an HTTP/1.1 request.
+    pub(super) fn poll_detect(
+        &mut self,
+        cx: &mut Context<'_>,
+        http2_only: bool,
+    ) -> Poll<io::Result<Detected>> {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        loop {
+            let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+            let mut buf = ReadBuf::uninit(&mut storage);
+            std::task::ready!(self.poll_read_checked(cx, &mut buf))?;
+            let read = buf.filled();
+            if read.is_empty() {
+                // The end: hyper answers whatever came before it.
+                return Poll::Ready(Ok(match (self.has_replay(), http2_only) {
+                    (false, _) => Detected::Nothing,
+                    (true, false) => Detected::Http1,
+                    (true, true) => Detected::NotThePreface,
+                }));
+            }
+            self.replay = if self.replay.is_empty() {
+                Bytes::copy_from_slice(read)
+            } else {
+                [&self.replay[..], read].concat().into()
+            };
+            let n = self.replay.len().min(PREFACE.len());
+            if self.replay[..n] != PREFACE[..n] {
+                return Poll::Ready(Ok(if http2_only {
+                    Detected::NotThePreface
+                } else {
+                    Detected::Http1
+                }));
+            }
+            if n == PREFACE.len() {
+                return Poll::Ready(Ok(Detected::Http2));
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Socket<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = buf.remaining().min(this.replay.len());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        if this.passthrough {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        this.poll_read_checked(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Socket<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(&result);
+        if this.h2.is_some() {
+            this.follow_http2_writes(&[io::IoSlice::new(buf)], &result);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(&result);
+        if this.h2.is_some() {
+            this.follow_http2_writes(bufs, &result);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = result {
+            this.state.unflushed.store(false, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.state.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
