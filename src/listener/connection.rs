@@ -20,10 +20,10 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::Admission;
-use super::connection_state::{ConnectionState, RequestGuard};
+use super::connection_state::{ConnectionState, End, RequestGuard};
 use super::h1_server::{self, Ended};
 use super::refusing::{GOAWAY_PROTOCOL_ERROR, Refusing};
-use super::socket::{Detected, Socket, Transport};
+use super::socket::{Detected, Socket, Transport, hard_limit};
 use super::timer::{PARK_AFTER, Step};
 use super::upgrade::Upgraded;
 use crate::body::MessageVerdict;
@@ -48,16 +48,6 @@ enum Turn {
     /// Nothing more to do here: on to the drain check and the timer, or
     /// wait.
     Wait,
-}
-
-/// How a connection ended, for the log.
-pub(super) enum End {
-    Closed,
-    Upgraded,
-    /// header_read_timeout, a stall, or the drain deadline.
-    TimedOut,
-    Error(hyper::Error),
-    Io(io::Error),
 }
 
 /// hyper's HTTP/1 server connection over a client socket.
@@ -213,12 +203,6 @@ pub(super) fn serve_connection<S: Transport>(
         timer: tokio::time::sleep(d.idle.min(d.header_read)),
         timer_armed: true,
     }
-}
-
-/// Beyond this hyper answers 431 by itself; below it, proxy.rs answers at
-/// exactly max_header_bytes with a plain-text reason.
-pub(super) fn hard_limit(max_header_bytes: usize) -> usize {
-    max_header_bytes.saturating_mul(2).saturating_add(8192)
 }
 
 /// The socket of a finished hyper HTTP/1 connection (not shut down: an
@@ -607,33 +591,6 @@ where
             return false;
         }
         true
-    }
-}
-
-impl ConnectionState {
-    /// Counts an HTTP/2 refusal, and logs how the connection ended (at
-    /// debug only: an attacker must not be able to flood the log).
-    fn log_end(&self, end: End) {
-        let client = self.client;
-        if let Some(abuse) = self.refused.get() {
-            self.shared
-                .metrics
-                .counter(
-                    crate::metrics::DOWNSTREAM_H2_REFUSED,
-                    &[("listener", &self.listener), ("cause", abuse.cause())],
-                )
-                .increment(1);
-            tracing::debug!(%client, %abuse, "HTTP/2 connection refused");
-            return;
-        }
-        match end {
-            End::Closed | End::Upgraded => {}
-            End::TimedOut => {
-                tracing::debug!(%client, "connection closed: header_read_timeout, stalled, or drain deadline");
-            }
-            End::Error(error) => tracing::debug!(%client, %error, "connection ended with an error"),
-            End::Io(error) => tracing::debug!(%client, %error, "connection ended with an error"),
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! requests' guards share (one allocation per connection), and the guard
 //! that counts a request in flight.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -142,6 +143,43 @@ impl Drop for RequestGuard {
             // go of the body (no clock read per request).
             let last_io = state.last_io_ms.load(Ordering::Relaxed);
             state.since_ms.store(last_io, Ordering::Release);
+        }
+    }
+}
+
+/// How a connection ended, for the log.
+pub(super) enum End {
+    Closed,
+    Upgraded,
+    /// header_read_timeout, a stall, or the drain deadline.
+    TimedOut,
+    Error(hyper::Error),
+    Io(io::Error),
+}
+
+impl ConnectionState {
+    /// Counts an HTTP/2 refusal, and logs how the connection ended (at
+    /// debug only: an attacker must not be able to flood the log).
+    pub(super) fn log_end(&self, end: End) {
+        let client = self.client;
+        if let Some(abuse) = self.refused.get() {
+            self.shared
+                .metrics
+                .counter(
+                    crate::metrics::DOWNSTREAM_H2_REFUSED,
+                    &[("listener", &self.listener), ("cause", abuse.cause())],
+                )
+                .increment(1);
+            tracing::debug!(%client, %abuse, "HTTP/2 connection refused");
+            return;
+        }
+        match end {
+            End::Closed | End::Upgraded => {}
+            End::TimedOut => {
+                tracing::debug!(%client, "connection closed: header_read_timeout, stalled, or drain deadline");
+            }
+            End::Error(error) => tracing::debug!(%client, %error, "connection ended with an error"),
+            End::Io(error) => tracing::debug!(%client, %error, "connection ended with an error"),
         }
     }
 }

@@ -16,7 +16,7 @@
 //!   running set of listeners, which a reload changes.
 
 mod connection;
-mod connection_state;
+pub mod connection_state;
 pub mod counts;
 pub mod h1_server;
 pub mod h2_guard;
@@ -24,7 +24,7 @@ mod refusing;
 pub mod set;
 mod socket;
 mod timer;
-mod upgrade;
+pub mod upgrade;
 
 use std::io;
 use std::net::SocketAddr;

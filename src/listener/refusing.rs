@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::connection::End;
+use super::connection_state::End;
 use super::socket::Socket;
 use crate::http1::Refusal;
 use crate::proxy::ProxyError;

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::connection::hard_limit;
 use super::connection_state::ConnectionState;
 use super::h2_guard::{Abuse, FrameWatch};
 use crate::http1::Refusal;
@@ -355,4 +354,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Socket<S> {
         }
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
+}
+
+/// Beyond this hyper answers 431 by itself; below it, proxy.rs answers at
+/// exactly max_header_bytes with a plain-text reason.
+pub(super) fn hard_limit(max_header_bytes: usize) -> usize {
+    max_header_bytes.saturating_mul(2).saturating_add(8192)
 }

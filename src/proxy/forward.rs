@@ -17,9 +17,10 @@ use super::response_body::{ResponseBody, Source};
 use super::retry::{self, AttemptFailure, RetryCause};
 use super::{Downstream, Outcome};
 use crate::body::{BodySlot, MessageVerdict, RequestBody};
-use crate::config::Protocol;
+use crate::config::{Protocol, ServerConfig};
 use crate::headers;
-use crate::listener::{OnUpgrade, RequestGuard};
+use crate::listener::connection_state::RequestGuard;
+use crate::listener::upgrade::OnUpgrade;
 use crate::route::Route;
 use crate::state::{Shared, Snapshot};
 use crate::upstream::client::{self, UpstreamBody};
@@ -31,8 +32,6 @@ const MAX_ATTEMPTS: usize = 11;
 
 /// The request as every attempt sends it, prepared once.
 struct Prepared {
-    /// The Host the client sent (the field or the HTTP/2 authority).
-    host: Option<HeaderValue>,
     /// The target as forwarded (`strip_prefix` applied).
     path: PathAndQuery,
     /// The request's hash, for balancers that hash.
@@ -60,12 +59,12 @@ pub(super) async fn forward(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (route, host) = check_and_route(parts, downstream, snapshot, outcome)?;
     let upstream = &snapshot.upstreams[route.upstream];
-    let mut request = prepare(parts, incoming, downstream, route, upstream, host, guard);
+    let mut request = prepare(parts, incoming, downstream, route, upstream, guard);
     let limits = &snapshot.server;
     let forwarding = headers::Forwarding {
         client_ip: &downstream.client_ip,
         https: downstream.https,
-        host: request.host.as_ref(),
+        host: host.as_ref(),
         upgrade: request.upgrade,
     };
     let retries = upstream.retries;
@@ -82,18 +81,9 @@ pub(super) async fn forward(
         }
         outcome.attempts = attempt + 1;
         outcome.endpoint = Some(endpoint.address.clone());
-        let inner = match request.body.take() {
-            Some(incoming) => Some(incoming),
-            None if request.empty_body => None,
-            None => break,
+        let Some(request_body) = request.attempt_body(limits, downstream) else {
+            break;
         };
-        let request_body = RequestBody::new(
-            inner,
-            limits.max_request_body,
-            limits.body_read_timeout,
-            request.slot.clone(),
-            downstream.message.clone(),
-        );
         // The first attempt leaves as the request came (its routing took a
         // microsecond or two): one clock read fewer.
         let sent = if attempt == 0 {
@@ -121,20 +111,8 @@ pub(super) async fn forward(
             Ok(response) => {
                 let status = answered(shared, upstream, index, sent, &response);
                 // A retry needs another endpoint and a body we can still send.
-                if retry::retries_status(upstream, status)
-                    && attempt < retries
-                    && (request.safe || request.empty_body)
-                    && (request.empty_body
-                        || retry::recover_body(&mut request.body, request.slot.as_ref()))
-                    && upstream
-                        .balancer
-                        .pick(
-                            &upstream.endpoints,
-                            request.key,
-                            &tried[..=attempt as usize],
-                        )
-                        .is_some()
-                {
+                let tried = &tried[..=attempt as usize];
+                if attempt < retries && request.retry_on_status(upstream, status, tried) {
                     tracing::debug!(endpoint = %endpoint.address, %status, "retrying on status");
                     continue;
                 }
@@ -151,11 +129,7 @@ pub(super) async fn forward(
             AttemptFailure::Final(error) => return Err(error),
             AttemptFailure::Retryable(error, cause) => {
                 tracing::debug!(%error, endpoint = error.endpoint(), "attempt failed");
-                if !(retry::retries_failure(upstream, cause, request.safe, request.empty_body)
-                    && attempt < retries)
-                    || !(request.empty_body
-                        || retry::recover_body(&mut request.body, request.slot.as_ref()))
-                {
+                if !(attempt < retries && request.retry_on_failure(upstream, cause)) {
                     return Err(error);
                 }
                 last_error = Some(error);
@@ -165,6 +139,59 @@ pub(super) async fn forward(
     Err(last_error.unwrap_or_else(|| ProxyError::NoUsableEndpoint {
         upstream: upstream.name.clone(),
     }))
+}
+
+impl Prepared {
+    /// The body an attempt sends: the client's, under the server's limits;
+    /// `None` when it is gone (an earlier attempt read from it).
+    fn attempt_body(
+        &mut self,
+        limits: &ServerConfig,
+        downstream: &Downstream,
+    ) -> Option<RequestBody> {
+        let inner = match self.body.take() {
+            Some(incoming) => Some(incoming),
+            None if self.empty_body => None,
+            None => return None,
+        };
+        Some(RequestBody::new(
+            inner,
+            limits.max_request_body,
+            limits.body_read_timeout,
+            self.slot.clone(),
+            downstream.message.clone(),
+        ))
+    }
+
+    /// Whether a response with `status` is retried: `retry_on` lists it,
+    /// the request may be repeated, its body can still be sent, and an
+    /// endpoint not in `tried` is usable.
+    fn retry_on_status(
+        &mut self,
+        upstream: &Upstream,
+        status: StatusCode,
+        tried: &[usize],
+    ) -> bool {
+        retry::retries_status(upstream, status)
+            && (self.safe || self.empty_body)
+            && self.body_again()
+            && upstream
+                .balancer
+                .pick(&upstream.endpoints, self.key, tried)
+                .is_some()
+    }
+
+    /// Whether a failed attempt is retried: `retry_on` lists its cause, the
+    /// request may be repeated after it, and its body can still be sent.
+    fn retry_on_failure(&mut self, upstream: &Upstream, cause: RetryCause) -> bool {
+        retry::retries_failure(upstream, cause, self.safe, self.empty_body) && self.body_again()
+    }
+
+    /// Whether the body can be sent again: none at all, or one the failed
+    /// attempt never read from.
+    fn body_again(&mut self) -> bool {
+        self.empty_body || retry::recover_body(&mut self.body, self.slot.as_ref())
+    }
 }
 
 /// Checks the request (its head's size, the follower's verdict, target and
@@ -214,7 +241,6 @@ fn prepare(
     downstream: &Downstream,
     route: &Route,
     upstream: &Upstream,
-    host: Option<HeaderValue>,
     guard: &RequestGuard,
 ) -> Prepared {
     let upgrade = headers::is_upgrade_request(&parts.headers)
@@ -233,7 +259,6 @@ fn prepare(
     let empty_body = incoming.as_ref().is_none_or(Body::is_end_stream);
     let slot = (upstream.retries > 0 && !empty_body).then(|| Arc::new(Mutex::new(None)));
     Prepared {
-        host,
         path,
         key,
         upgrade,

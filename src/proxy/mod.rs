@@ -27,7 +27,7 @@ pub use response_body::ResponseBody;
 
 use crate::access_log::Entry;
 use crate::body::MessageVerdict;
-use crate::listener::RequestGuard;
+use crate::listener::connection_state::RequestGuard;
 use crate::state::{Shared, Snapshot};
 
 /// What the request path needs to know of the downstream connection.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::access_log::Entry;
-use crate::listener::RequestGuard;
+use crate::listener::connection_state::RequestGuard;
 use crate::state::{Shared, Snapshot};
 use crate::upstream::RawHead;
 use crate::upstream::client::{BoxError, UpstreamBody};

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::listener::OnUpgrade;
+use crate::listener::upgrade::OnUpgrade;
 
 /// Copies bytes both ways between an upgraded client and endpoint
 /// connection, starting with what the endpoint sent after its 101.

@@ -10,7 +10,10 @@ use crate::config::{HealthCheckConfig, OutlierConfig, Protocol, RetryOn, Upstrea
 
 pub mod client;
 pub mod endpoint;
+pub mod error;
 mod h1;
+pub mod outgoing;
+pub mod response;
 pub use h1::RawHead;
 pub(crate) use h1::{check_chunked_decoder, check_response_head};
 pub mod health;

@@ -2,6 +2,7 @@
 //! it (by length, chunked with trailers, or to the close); at its end the
 //! connection goes back to its pool.
 
+use super::pool::Lease;
 #[allow(clippy::wildcard_imports)]
 use super::*;
 

@@ -25,6 +25,8 @@
 
 mod body;
 mod check;
+pub mod failure;
+pub mod pool;
 mod response_head;
 mod upload;
 
@@ -41,11 +43,12 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use super::client::{Lease, Outgoing};
+use super::outgoing::Outgoing;
 use crate::body::{BodyError, RequestBody};
 use crate::http1::Interim;
 use crate::http1::chunk::{self, write_size_line};
 use crate::http1::fields::{self as rules, Codings, Lengths, allowed_in_trailers};
+pub use failure::Failure;
 
 pub use body::Http1Body;
 pub(crate) use check::{check_chunked_decoder, check_response_head};
@@ -64,21 +67,6 @@ const READ_CHUNK: usize = 8192;
 /// A data frame up to this size is copied next to its framing so that it
 /// goes out in the same write as the head.
 const COPY_BELOW: usize = 1024;
-
-/// Why an exchange with an endpoint failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// Writing or reading failed, or the endpoint closed the connection
-    /// before a whole response head came.
-    #[error("connection to the endpoint failed: {0}")]
-    Io(#[source] io::Error),
-    /// The endpoint's response was not valid HTTP/1.1.
-    #[error("invalid response: {0}")]
-    Invalid(&'static str),
-    /// The client's request body failed (too large, stalled, aborted).
-    #[error(transparent)]
-    Body(#[from] BodyError),
-}
 
 /// An open connection to an endpoint.
 #[derive(Debug)]
