@@ -6,7 +6,7 @@
 //! of the client's errors ("MadeYouReset"), the number of CONTINUATION
 //! frames in a header block, and PING/SETTINGS acknowledgements (one pending
 //! at a time; it stops reading until the ACK is written). What it does not
-//! bound, the connection wrapper (`listener.rs`) does with a [`FrameWatch`]:
+//! bound, the socket wrapper (`listener/socket.rs`) does with a [`FrameWatch`]:
 //! every byte read from an HTTP/2 client passes through it, it reads frame
 //! headers only (payloads are skipped, never copied), and when a limit is
 //! crossed the read fails, so h2 never sees the batch that crossed it and the

@@ -27,6 +27,7 @@ pub(super) struct Deadlines {
     pub(super) idle: Duration,
 }
 
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum Step {
     Wait(Instant),
     /// Idle for PARK_AFTER: park the connection.
@@ -82,5 +83,75 @@ impl ConnectionState {
         } else {
             Step::Wait(deadline)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::state::{Shared, Snapshot};
+
+    fn connection() -> ConnectionState {
+        let text = "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\
+                    [[route]]\nupstream = \"u\"\n\
+                    [upstream.u]\nendpoints = [{ address = \"10.0.0.1:80\" }]\n";
+        let config = crate::config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let metrics = Metrics::disabled();
+        let snapshot = Snapshot::build(&config, 1, None, &metrics);
+        let shared = Shared::new(snapshot, &config, metrics, None);
+        ConnectionState::new(
+            shared,
+            Arc::from("l"),
+            "127.0.0.1:1".parse().unwrap(),
+            false,
+        )
+    }
+
+    const LIMITS: Deadlines = Deadlines {
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_parks_then_drains() {
+        let c = connection();
+        let start = Instant::now();
+        assert_eq!(c.step(&LIMITS, true), Step::Wait(start + PARK_AFTER));
+        assert_eq!(c.step(&LIMITS, false), Step::Wait(start + LIMITS.idle));
+        tokio::time::advance(PARK_AFTER).await;
+        assert_eq!(c.step(&LIMITS, true), Step::Park);
+        tokio::time::advance(LIMITS.idle - PARK_AFTER).await;
+        assert_eq!(c.step(&LIMITS, true), Step::Drain);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_has_header_read_timeout_and_a_request_idle_timeout() {
+        let c = connection();
+        // A head begins 5 s in: it must be whole by 15 s.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        c.since_ms.store(c.now_ms(), Ordering::Release);
+        c.reading_head.store(true, Ordering::Release);
+        let begun = Instant::now();
+        assert_eq!(
+            c.step(&LIMITS, true),
+            Step::Wait(begun + LIMITS.header_read)
+        );
+        tokio::time::advance(LIMITS.header_read).await;
+        assert_eq!(c.step(&LIMITS, true), Step::Close);
+
+        // A request in flight with nothing moving is cut at idle_timeout
+        // from the last byte, not parked.
+        c.reading_head.store(false, Ordering::Release);
+        c.in_flight.store(1, Ordering::Release);
+        c.last_io_ms.store(c.now_ms(), Ordering::Relaxed);
+        let last_io = Instant::now();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(c.step(&LIMITS, true), Step::Wait(last_io + LIMITS.idle));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(c.step(&LIMITS, true), Step::Close);
     }
 }

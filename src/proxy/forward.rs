@@ -375,7 +375,7 @@ fn respond(
 ) -> Response<ResponseBody> {
     let (mut parts, inner) = response.into_parts();
     // An HTTP/1.1 endpoint's hop-by-hop fields were left out as its head
-    // was read (`upstream/h1.rs`), except for an upgrade's.
+    // was read (`upstream/h1/response_head.rs`), except for an upgrade's.
     if upgraded || !matches!(inner, UpstreamBody::Http1(_)) {
         headers::strip_hop_by_hop(&mut parts.headers, upgraded);
     }

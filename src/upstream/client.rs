@@ -10,7 +10,7 @@
 //! its boxed future (docs/performance.md). Nor hyper's `client::conn::http1`
 //! under this pool, which fulcrum used next: a task per connection and
 //! channels between it and the request, about 10,000 instructions per
-//! request (`h1.rs`).
+//! request (`h1/`).
 //!
 //! HTTP/2 (`protocol = "http2"`): hyper-util's client, which multiplexes
 //! requests over one connection.

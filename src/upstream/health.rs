@@ -245,7 +245,9 @@ pub fn passive_result<N: UsabilityListener>(
     };
     state.passive_failure_seen();
     let (ejected, total) = upstream.ejected_count();
-    let now = Instant::now();
+    // The runtime's clock (the same as the system's, unless a test paused
+    // it), as the timer that ends the ejection runs on it.
+    let now = tokio::time::Instant::now().into_std();
     let mut health = state.health();
     match health.outlier.failure(config, now, ejected, total) {
         Verdict::Keep => {}
@@ -278,7 +280,10 @@ pub fn passive_result<N: UsabilityListener>(
                 tokio::time::sleep(duration).await;
                 let changed = {
                     let mut health = state.health();
-                    if health.outlier.expire(Instant::now()) {
+                    if health
+                        .outlier
+                        .expire(tokio::time::Instant::now().into_std())
+                    {
                         state.refresh(&health, "ejection time over")
                     } else {
                         false
@@ -317,6 +322,59 @@ mod tests {
             at: SystemTime::now(),
             error: (status >= 400).then(|| "bad".to_string()),
         }
+    }
+
+    /// Counts what it is told.
+    #[derive(Default)]
+    struct Told(std::sync::atomic::AtomicUsize);
+
+    impl UsabilityListener for Told {
+        fn usability_changed(&self, _: &str) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejection_ends_when_its_time_is_over() {
+        let text = r#"
+[[listener]]
+name = "l"
+bind = "127.0.0.1:0"
+[upstream.u]
+endpoints = [{ address = "10.0.0.1:80" }, { address = "10.0.0.2:80" }]
+[upstream.u.outlier]
+consecutive_failures = 2
+ejection_time = "30s"
+"#;
+        let config = crate::config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let metrics = crate::metrics::Metrics::disabled();
+        let upstream = Upstream::build(&config.upstreams[0], None, &metrics);
+        let told = Arc::new(Told::default());
+        let state = &upstream.endpoints[0].state;
+        let times_told = || told.0.load(std::sync::atomic::Ordering::SeqCst);
+
+        passive_result(&told, &upstream, 0, Some("connect error"));
+        assert!(state.is_usable(), "one failure of two");
+        passive_result(&told, &upstream, 0, Some("connect error"));
+        assert!(!state.is_usable(), "ejected at the second failure");
+        assert_eq!(times_told(), 1);
+        // The task that ends the ejection starts its timer now.
+        tokio::task::yield_now().await;
+
+        // A second short of the ejection time: still out.
+        tokio::time::advance(Duration::from_secs(29)).await;
+        tokio::task::yield_now().await;
+        assert!(!state.is_usable());
+        // At the ejection time the endpoint is back, and the balancer told.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..100 {
+            if state.is_usable() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(state.is_usable(), "back after ejection_time");
+        assert_eq!(times_told(), 2);
     }
 
     #[test]

@@ -260,3 +260,33 @@ async fn sweep(pool: Weak<Pool>, idle_timeout: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_armed_early_moves_on_to_the_deadline() {
+        let start = tokio::time::Instant::now();
+        // Armed for an earlier request's deadline, 100 ms from now.
+        let mut timer = Box::pin(tokio::time::sleep_until(start + Duration::from_millis(100)));
+        let deadline = start + Duration::from_millis(500);
+
+        // An exchange that takes 300 ms: the timer fires at 100 ms, is moved
+        // on to the deadline, and the exchange ends first.
+        let exchange = tokio::time::sleep(Duration::from_millis(300));
+        let ended = Deadline::new(timer.as_mut(), deadline, exchange).await;
+        assert!(ended.is_ok());
+        assert_eq!(
+            tokio::time::Instant::now(),
+            start + Duration::from_millis(300)
+        );
+        assert_eq!(timer.deadline(), deadline);
+
+        // One that never ends times out at the deadline, not before.
+        let hung = std::future::pending::<()>();
+        let ended = Deadline::new(timer.as_mut(), deadline, hung).await;
+        assert!(matches!(ended, Err(Error::Timeout)));
+        assert_eq!(tokio::time::Instant::now(), deadline);
+    }
+}
