@@ -196,6 +196,7 @@ impl Prepared {
 
 /// Checks the request (its head's size, the follower's verdict, target and
 /// Host, declared length) and finds its route; gives the Host it names.
+#[inline]
 fn check_and_route<'s>(
     parts: &http::request::Parts,
     downstream: &Downstream,
@@ -235,6 +236,7 @@ fn check_and_route<'s>(
 /// What every attempt sends the same way: the hash key (of the request as
 /// the client sent it), the forwarded target, whether it upgrades, and the
 /// body with the slot that keeps it for a retry.
+#[inline]
 fn prepare(
     parts: &http::request::Parts,
     incoming: Option<Incoming>,
@@ -273,6 +275,7 @@ fn prepare(
 
 /// The endpoint for an attempt: the balancer's pick among the usable ones
 /// not tried yet, or, while `fail_open` holds (no endpoint usable), any.
+#[inline]
 fn pick(upstream: &Upstream, key: Option<u64>, tried: &[usize], attempt: u32) -> Option<usize> {
     let picked = upstream.balancer.pick(&upstream.endpoints, key, tried);
     if upstream.fail_open && attempt == 0 {
@@ -289,6 +292,7 @@ fn pick(upstream: &Upstream, key: Option<u64>, tried: &[usize], attempt: u32) ->
 
 /// Records a response: its endpoint's latency and status, and what passive
 /// checks make of it.
+#[inline]
 fn answered(
     shared: &Arc<Shared>,
     upstream: &Upstream,
@@ -348,6 +352,7 @@ fn failed(
 
 /// The endpoint's response on its way to the client; a 101 to an upgrade
 /// request hands both connections to the splice.
+#[inline]
 fn deliver(
     response: Response<UpstreamBody>,
     in_flight: InFlight,
@@ -368,6 +373,7 @@ fn deliver(
 }
 
 /// The endpoint's response on its way to the client, hop-by-hop headers gone.
+#[inline]
 fn respond(
     response: Response<UpstreamBody>,
     in_flight: InFlight,

@@ -19,7 +19,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
@@ -78,10 +77,9 @@ impl UpstreamClient {
         timeout: Duration,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Error>> + Send + 'a {
         match self {
-            UpstreamClient::Http1(pool) => Either::Left(
-                pool.request(outgoing, body, timeout)
-                    .map(|r| r.map(|response| response.map(UpstreamBody::Http1))),
-            ),
+            UpstreamClient::Http1(pool) => {
+                Either::Left(pool.request(outgoing, body, timeout, UpstreamBody::Http1))
+            }
             UpstreamClient::Http2(client) => Either::Right(Box::pin(Self::http2_request(
                 client, outgoing, body, timeout,
             ))),

@@ -113,7 +113,7 @@ impl Head {
                 };
             }
         }
-        if let Err(why) = fields.write_all(parts.headers, out) {
+        if let Err(why) = fields.write_all(&mut parts.headers, out) {
             out.truncate(start);
             return Err(io::Error::new(io::ErrorKind::InvalidData, why));
         }
@@ -225,11 +225,15 @@ struct Fields {
 }
 
 impl Fields {
-    /// Writes every field of `headers`, in the map's order; why the head
+    /// Writes (and takes) every field of `headers`, in the map's order; why the head
     /// cannot be written, if it cannot.
-    fn write_all(&mut self, headers: HeaderMap, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    fn write_all(
+        &mut self,
+        headers: &mut HeaderMap,
+        out: &mut Vec<u8>,
+    ) -> Result<(), &'static str> {
         let mut current: Option<HeaderName> = None;
-        for (next, value) in headers {
+        for (next, value) in headers.drain() {
             if let Some(name) = next {
                 if std::mem::take(&mut self.open) {
                     close_line(out, std::mem::take(&mut self.must_write_chunked));

@@ -86,12 +86,18 @@ impl Pool {
     /// See [`UpstreamClient::request`] for why this is not an `async fn`
     /// (520 bytes against 936).
     #[allow(clippy::manual_async_fn)]
-    pub fn request<'a>(
+    /// `wrap` makes the response's body what the caller hands on (the
+    /// client's `UpstreamBody`), so the response is built once, in place.
+    pub fn request<'a, B>(
         self: &'a Arc<Self>,
         outgoing: Outgoing<'a>,
         body: RequestBody,
         timeout: Duration,
-    ) -> impl Future<Output = Result<Response<Http1Body>, Error>> + Send + 'a {
+        wrap: fn(Http1Body) -> B,
+    ) -> impl Future<Output = Result<Response<B>, Error>> + Send + 'a
+    where
+        B: Send + 'a,
+    {
         async move {
             // The attempt's start stands for now: no clock read here.
             let now = outgoing.sent;
@@ -126,7 +132,7 @@ impl Pool {
                 pooled,
             };
             let body = Http1Body::new(lease, answer.framing, answer.raw);
-            Ok(Response::from_parts(answer.head, body))
+            Ok(Response::from_parts(answer.head, wrap(body)))
         }
     }
 
@@ -220,6 +226,7 @@ impl<'t, F: Future> Deadline<'t, F> {
 impl<F: Future> Future for Deadline<'_, F> {
     type Output = Result<F::Output, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(output) = this.future.poll(task) {
