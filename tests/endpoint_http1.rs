@@ -54,8 +54,8 @@ async fn endpoint(answer: fn(&str) -> Reply) -> (SocketAddr, Arc<AtomicUsize>) {
                     }
                     Reply::Hold(bytes) => {
                         let _ = s.write_all(bytes).await;
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                        return;
+                        // The connection stays open, nothing more comes.
+                        std::future::pending::<()>().await;
                     }
                 }
             }

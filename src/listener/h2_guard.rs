@@ -271,7 +271,7 @@ impl FrameWatch {
     }
 }
 
-/// The GOAWAY error code for a peer that behaves abusively.
+/// The GOAWAY error code for a client that behaves abusively.
 const ENHANCE_YOUR_CALM: u8 = 0xb;
 
 #[cfg(test)]
