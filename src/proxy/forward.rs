@@ -17,7 +17,7 @@ use super::response_body::{ResponseBody, Source};
 use super::retry::{self, AttemptFailure, RetryCause};
 use super::{Downstream, Outcome};
 use crate::body::{BodySlot, MessageVerdict, RequestBody};
-use crate::config::{Protocol, ServerConfig};
+use crate::config::{BalanceKind, Protocol, ServerConfig};
 use crate::headers;
 use crate::listener::connection_state::RequestGuard;
 use crate::listener::upgrade::OnUpgrade;
@@ -303,7 +303,11 @@ fn answered(
     let endpoint = &upstream.endpoints[index];
     let answered = std::time::Instant::now();
     let latency = answered - sent;
-    endpoint.state.observe_latency(sent, answered);
+    // Only peak EWMA reads the estimate: other algorithms skip its clock
+    // arithmetic and exponential (about 200 instructions per request).
+    if upstream.balance == BalanceKind::PeakEwma {
+        endpoint.state.observe_latency(sent, answered);
+    }
     let status = response.status();
     let m = &endpoint.state.metrics;
     m.responses.get(status.as_u16()).increment(1);
