@@ -616,3 +616,39 @@ async fn replaced_certificates_apply_to_new_connections() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn an_invalid_file_is_tried_once_and_its_good_content_back_reloads() {
+    let a = Backend::spawn("a").await;
+    let good = one_upstream(&[&a], "");
+    let file = ConfigFile::new(&good);
+    let proxy = Proxy::start_file(&file.path, true).await;
+    let admin = proxy.admin.unwrap();
+    let failures = |n: u32| format!("fulcrum_config_reloads_total{{result=\"failure\"}} {n}");
+
+    file.write(&one_upstream(&[&a], "retries = 99"));
+    eventually(Duration::from_secs(5), || async {
+        metrics(admin).await.contains(&failures(1))
+    })
+    .await;
+    // Writes next to the config (a log, an editor's swap file) do not try
+    // the same invalid content again. What does not happen cannot be
+    // awaited: three debounce periods after the last write stand for it.
+    for i in 0..5 {
+        let log = file.dir.path().join("fulcrum.log");
+        std::fs::write(log, format!("line {i}\n")).unwrap();
+        std::fs::write(file.dir.path().join(".fulcrum.toml.swp"), "x").unwrap();
+    }
+    tokio::time::sleep(fulcrum::reload::DEBOUNCE * 3).await;
+    let m = metrics(admin).await;
+    assert!(m.contains(&failures(1)), "{m}");
+    assert_eq!(status(admin).await["last_reload"]["ok"], false);
+
+    // The last good content back is a change: it reloads, and /status says so.
+    file.write(&good);
+    wait_generation(admin, 2).await;
+    let s = status(admin).await;
+    assert_eq!(s["last_reload"]["ok"], true);
+    assert!(metrics(admin).await.contains(&failures(1)));
+    assert_eq!(get(&client(), &proxy.url("/")).await.2, "a");
+}

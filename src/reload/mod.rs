@@ -9,6 +9,7 @@
 //! the snapshot, apply the listener plan, sync the health probes. A failure
 //! at any step changes nothing.
 
+mod inputs;
 mod signal;
 mod watch;
 
@@ -30,6 +31,8 @@ use crate::upstream::health::Supervisor;
 pub struct Reloader {
     shared: Arc<Shared>,
     running: Mutex<Running>,
+    /// The fingerprint of what the last attempt read (`inputs.rs`).
+    last_attempt: Mutex<u64>,
 }
 
 /// What a reload changes besides the snapshot.
@@ -49,7 +52,9 @@ impl Reloader {
     ) -> Arc<Self> {
         let mut health = Supervisor::default();
         health.sync(&shared, &shared.snapshot.load().upstreams);
+        let loaded = inputs::fingerprint(&shared.config_path, &Ok(shared.config_text()));
         Arc::new(Self {
+            last_attempt: Mutex::new(loaded),
             running: Mutex::new(Running {
                 listeners: ListenerSet::start(serving, listeners, max_connections),
                 health,
@@ -67,25 +72,36 @@ impl Reloader {
         self.lock().health.stop();
     }
 
-    /// Reloads from the file; the new generation, or why nothing changed.
+    /// Reloads from the file (SIGHUP, `POST /reload`: always); the new
+    /// generation, or why nothing changed.
     pub fn reload(&self) -> Result<u64, String> {
         let path = self.shared.config_path.clone();
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()));
+        let text = read(&path);
+        self.note_attempt(inputs::fingerprint(&path, &text));
         self.reload_text(&path, text)
     }
 
-    /// Reloads only if the file's content differs from the loaded one (the
-    /// watcher's trigger: editors and unrelated files make many events). An
-    /// empty file is taken as a write in progress.
+    /// Reloads only if what the config reads (its text and the files it
+    /// names) differs from what the last attempt read, valid or not: the
+    /// watcher's trigger, which editors, logs and unrelated files wake
+    /// often. An empty file is taken as a write in progress.
     pub fn reload_if_changed(&self) -> Option<Result<u64, String>> {
         let path = self.shared.config_path.clone();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) if text.trim().is_empty() => return None,
-            Ok(text) if self.shared.config_text() == text => return None,
-            other => other.map_err(|e| format!("{}: cannot read: {e}", path.display())),
-        };
+        let text = read(&path);
+        if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
+            return None;
+        }
+        let fingerprint = inputs::fingerprint(&path, &text);
+        if !self.note_attempt(fingerprint) {
+            return None;
+        }
         Some(self.reload_text(&path, text))
+    }
+
+    /// Records what an attempt reads; false if the last one read the same.
+    fn note_attempt(&self, fingerprint: u64) -> bool {
+        let mut last = self.last_attempt.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *last, fingerprint) != fingerprint
     }
 
     fn reload_text(&self, path: &Path, text: Result<String, String>) -> Result<u64, String> {
@@ -141,4 +157,9 @@ impl Reloader {
             tracing::warn!("server.workers changed; it applies after a restart");
         }
     }
+}
+
+/// The config file's text, or why it could not be read.
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
 }
