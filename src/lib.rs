@@ -118,6 +118,9 @@ impl Fulcrum {
     /// [`Fulcrum::bind`] with a given registry ([`Metrics::disabled`] turns
     /// recording off, for benchmarks).
     pub fn bind_with_metrics(config: Config, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+        for warning in &config.warnings {
+            tracing::warn!("config: {warning}");
+        }
         let snapshot = Snapshot::build(&config, 1, None, &metrics);
         let listeners = config
             .listeners

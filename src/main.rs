@@ -47,6 +47,9 @@ fn init_logging() {
 fn check(cli: &Cli, diff: bool, against: Option<&std::path::Path>) -> ExitCode {
     match config::load(&cli.config) {
         Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
             print!("{}", config.summary());
             if !diff {
                 return ExitCode::SUCCESS;

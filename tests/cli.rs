@@ -167,7 +167,36 @@ fn check_accepts_every_shipped_config() {
         for section in ["listeners (", "routes (", "upstreams ("] {
             assert!(stdout.contains(section), "{stdout}");
         }
+        // Nothing in a shipped config draws a warning.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("warning"), "{}: {stderr}", file.display());
     }
+}
+
+#[test]
+fn check_warns_of_a_route_that_never_matches_and_an_unused_upstream() {
+    let (_dir, path) = write_config(
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\
+         [[route]]\nupstream = \"u\"\n[[route]]\nupstream = \"u\"\n\
+         [upstream.u]\nendpoints = [{ address = \"127.0.0.1:9\" }]\n\
+         [upstream.spare]\nendpoints = [{ address = \"127.0.0.1:9\" }]\n",
+    );
+    let out = fulcrum(&["-c", path.to_str().unwrap(), "check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let file = path.display();
+    assert!(
+        stderr.contains(&format!(
+            "warning: {file}:6:1: route[1]: never matches: route `route0` before it"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "warning: {file}:10:11: upstream.spare: no route uses this upstream"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]

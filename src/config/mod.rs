@@ -33,6 +33,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub routes: Vec<RouteConfig>,
     pub upstreams: Vec<UpstreamConfig>,
+    /// What is valid but likely a mistake (a route that can never match, an
+    /// upstream no route uses), each with its place in the file.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// `[server]`: process-wide limits and timeouts.

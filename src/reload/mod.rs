@@ -125,6 +125,9 @@ impl Reloader {
 
     fn apply(&self, running: &mut Running, path: &Path, text: String) -> Result<u64, String> {
         let config = config::parse(path, &text).map_err(|e| e.to_string())?;
+        for warning in &config.warnings {
+            tracing::warn!("config: {warning}");
+        }
         // Everything that can fail, before anything changes.
         let plan = running.listeners.plan(&config)?;
         let previous = self.shared.snapshot.load_full();

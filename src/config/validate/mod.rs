@@ -63,12 +63,14 @@ pub(super) fn validate(path: &Path, dir: &Path, text: &str) -> Result<Config, Ve
     }
 
     let mut issues = Issues::default();
+    let mut warnings = Issues::default();
     let root = Table::root(&doc);
     root.deny_unknown(ROOT_KEYS, &mut issues);
-    let config = walk(&root, path, dir, &mut issues);
+    let config = walk(&root, path, dir, &mut issues, &mut warnings);
     if issues.is_empty() {
         Ok(Config {
             source: text.to_owned(),
+            warnings: locate(warnings.0),
             ..config
         })
     } else {
@@ -76,7 +78,13 @@ pub(super) fn validate(path: &Path, dir: &Path, text: &str) -> Result<Config, Ve
     }
 }
 
-fn walk(root: &Table<'_, '_>, path: &Path, dir: &Path, issues: &mut Issues) -> Config {
+fn walk(
+    root: &Table<'_, '_>,
+    path: &Path,
+    dir: &Path,
+    issues: &mut Issues,
+    warnings: &mut Issues,
+) -> Config {
     let server = root
         .table("server", issues)
         .map(|t| server::server(&t, issues))
@@ -115,6 +123,8 @@ fn walk(root: &Table<'_, '_>, path: &Path, dir: &Path, issues: &mut Issues) -> C
         .filter_map(|(i, t)| route::route(i, t, &listeners, &upstreams, issues))
         .collect();
     check_unique(routes.iter().map(|r| (&r.value.name, r)), "route", issues);
+    shadowed_routes(&routes, warnings);
+    unused_upstreams(&upstreams, &routes, warnings);
 
     let admin = root
         .table("admin", issues)
@@ -138,6 +148,47 @@ fn walk(root: &Table<'_, '_>, path: &Path, dir: &Path, issues: &mut Issues) -> C
         listeners: listeners.into_iter().map(|f| f.value).collect(),
         routes: routes.into_iter().map(|f| f.value).collect(),
         upstreams: upstreams.into_iter().map(|f| f.value).collect(),
+        warnings: Vec::new(),
+    }
+}
+
+/// Warns of a route that can never match: an earlier route has the same
+/// listeners, host and prefix, and so takes every request it would.
+fn shadowed_routes(routes: &[Field<RouteConfig>], warnings: &mut Issues) {
+    let listeners = |r: &RouteConfig| {
+        let mut l = r.listeners.clone();
+        l.sort_unstable();
+        l
+    };
+    for (i, later) in routes.iter().enumerate() {
+        let r = &later.value;
+        let earlier = routes[..i].iter().find(|e| {
+            let e = &e.value;
+            e.host == r.host && e.path_prefix == r.path_prefix && listeners(e) == listeners(r)
+        });
+        if let Some(earlier) = earlier {
+            warnings.push(
+                later.span.clone(),
+                later.key.clone(),
+                format!(
+                    "never matches: route `{}` before it has the same listeners, host and path_prefix",
+                    earlier.value.name
+                ),
+            );
+        }
+    }
+}
+
+/// Warns of an upstream that no route sends requests to.
+fn unused_upstreams(
+    upstreams: &[Field<UpstreamConfig>],
+    routes: &[Field<RouteConfig>],
+    warnings: &mut Issues,
+) {
+    for (i, u) in upstreams.iter().enumerate() {
+        if !routes.iter().any(|r| r.value.upstream == i) {
+            warnings.push(u.span.clone(), u.key.clone(), "no route uses this upstream");
+        }
     }
 }
 

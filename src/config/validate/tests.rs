@@ -111,6 +111,25 @@ fn hashing_needs_a_key_and_bad_values_are_named() {
 }
 
 #[test]
+fn keys_without_effect_are_errors_at_the_key() {
+    let text = MINIMAL.replace(
+        "[upstream.api]",
+        "[upstream.api]\nhash_key = \"header:x-user\"\nbounded_load = 1.25",
+    );
+    let e = errors(&text);
+    let line = |key: &str| 1 + text.lines().position(|l| l.starts_with(key)).unwrap();
+    let hash_key = format!(
+        "f.toml:{}:12: upstream.api.hash_key: applies only to balance = \"consistent_hash\" or \"maglev\"",
+        line("hash_key")
+    );
+    let bounded = format!(
+        "f.toml:{}:16: upstream.api.bounded_load: applies only to balance = \"consistent_hash\"",
+        line("bounded_load")
+    );
+    assert_eq!(e, [hash_key, bounded]);
+}
+
+#[test]
 fn syntax_errors_name_a_location() {
     let e = errors("[server]\nworkers = \n");
     assert_eq!(e.len(), 1, "{e:?}");
@@ -160,4 +179,35 @@ fn hosts() {
     assert!(parse_host("example.com:80").is_err());
     assert!(parse_host("a.*.com").is_err());
     assert!(parse_host("*").is_err());
+}
+
+#[test]
+fn a_shadowed_route_and_an_unused_upstream_are_warnings() {
+    let text = format!(
+        "{MINIMAL}[[route]]\nname = \"again\"\nupstream = \"api\"\n\
+         [upstream.spare]\nendpoints = [{{ address = \"127.0.0.1:9002\" }}]\n"
+    );
+    let c = validate(Path::new("f.toml"), Path::new("."), &text).unwrap();
+    let line = |start: &str| 1 + text.lines().position(|l| l.starts_with(start)).unwrap();
+    let warnings: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            format!(
+                "f.toml:{}:8: route[1]: never matches: route `route0` before it has the same listeners, host and path_prefix",
+                line("name = \"again\"")
+            ),
+            format!(
+                "f.toml:{}:11: upstream.spare: no route uses this upstream",
+                line("[upstream.spare]")
+            ),
+        ]
+    );
+    // A different prefix, host or listener set is not shadowed.
+    let apart = text.replace(
+        "name = \"again\"",
+        "name = \"again\"\npath_prefix = \"/v2\"",
+    );
+    let c = validate(Path::new("f.toml"), Path::new("."), &apart).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
 }

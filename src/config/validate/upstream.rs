@@ -60,13 +60,18 @@ pub(super) fn upstream(
     let balance = t
         .parsed("balance", parse_balance, issues)
         .map_or(DEFAULT_BALANCE, |f| f.value);
-    let hash_key = t
-        .parsed("hash_key", parse_hash_key, issues)
-        .map(|f| f.value);
-    if matches!(balance, BalanceKind::ConsistentHash | BalanceKind::Maglev)
-        && hash_key.is_none()
-        && t.value("hash_key").is_none()
-    {
+    let hashes = matches!(balance, BalanceKind::ConsistentHash | BalanceKind::Maglev);
+    let hash_key = match t.parsed("hash_key", parse_hash_key, issues) {
+        Some(f) if !hashes => {
+            f.fail(
+                issues,
+                "applies only to balance = \"consistent_hash\" or \"maglev\"",
+            );
+            None
+        }
+        other => other.map(|f| f.value),
+    };
+    if hashes && hash_key.is_none() && t.value("hash_key").is_none() {
         // At the table's header: the missing key has no position of its
         // own, and the balance value is not what is wrong.
         issues.push(
