@@ -36,6 +36,10 @@ pub enum Command {
         /// The config to compare against instead of the running instance's.
         #[arg(value_name = "RUNNING_CONFIG", requires = "diff")]
         against: Option<PathBuf>,
+        /// The running instance's admin API, when the candidate's
+        /// `admin.bind` is not where it listens (a candidate that moves it).
+        #[arg(long, value_name = "ADDR", requires = "diff")]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Start three demo endpoints on loopback and a proxy in front of them.
     Demo,

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::balance::hash_key::hash_bytes;
-use crate::config::{BalanceKind, Config, HostPattern, RouteConfig, UpstreamConfig};
+use crate::config::{BalanceKind, Config, HostPattern, RetryOn, RouteConfig, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 
@@ -14,6 +14,7 @@ pub const SAMPLE_KEYS: usize = 100_000;
 /// The changes from `old` to `new`, one per line; "no changes" if none.
 pub fn diff(old: &Config, new: &Config) -> String {
     let mut out = String::new();
+    process(old, new, &mut out);
     listeners(old, new, &mut out);
     routes(old, new, &mut out);
     upstreams(old, new, &mut out);
@@ -105,7 +106,7 @@ fn routes(old: &Config, new: &Config, out: &mut String) {
 }
 
 fn settings(u: &UpstreamConfig) -> Vec<(&'static str, String)> {
-    vec![
+    let mut out = vec![
         ("balance", u.balance.as_str().to_string()),
         (
             "hash_key",
@@ -115,11 +116,162 @@ fn settings(u: &UpstreamConfig) -> Vec<(&'static str, String)> {
         ("protocol", format!("{:?}", u.protocol).to_lowercase()),
         ("connect_timeout", format!("{:?}", u.connect_timeout)),
         ("response_timeout", format!("{:?}", u.response_timeout)),
+        ("pool_idle_timeout", format!("{:?}", u.pool_idle_timeout)),
+        ("pool_max_idle", u.pool_max_idle.to_string()),
         ("retries", u.retries.to_string()),
+        ("retry_on", retry_on(&u.retry_on)),
         ("fail_open", u.fail_open.to_string()),
-        ("health_check", format!("{:?}", u.health_check.is_some())),
-        ("outlier", format!("{:?}", u.outlier.is_some())),
-    ]
+        ("health_check", on_off(u.health_check.is_some())),
+        ("outlier", on_off(u.outlier.is_some())),
+    ];
+    if let Some(h) = &u.health_check {
+        out.extend([
+            ("health_check.path", h.path.clone()),
+            ("health_check.interval", format!("{:?}", h.interval)),
+            ("health_check.timeout", format!("{:?}", h.timeout)),
+            (
+                "health_check.healthy_threshold",
+                h.healthy_threshold.to_string(),
+            ),
+            (
+                "health_check.unhealthy_threshold",
+                h.unhealthy_threshold.to_string(),
+            ),
+            (
+                "health_check.expect_status",
+                format!("{:?}", h.expect_status),
+            ),
+            (
+                "health_check.initial",
+                (if h.initial_usable {
+                    "usable"
+                } else {
+                    "unusable"
+                })
+                .into(),
+            ),
+        ]);
+    }
+    if let Some(o) = &u.outlier {
+        out.extend([
+            (
+                "outlier.consecutive_failures",
+                o.consecutive_failures.to_string(),
+            ),
+            ("outlier.ejection_time", format!("{:?}", o.ejection_time)),
+            (
+                "outlier.max_ejected_percent",
+                o.max_ejected_percent.to_string(),
+            ),
+        ]);
+    }
+    out
+}
+
+fn on_off(on: bool) -> String {
+    (if on { "on" } else { "off" }).into()
+}
+
+fn retry_on(r: &RetryOn) -> String {
+    let causes = [
+        (r.connect_failure, "connect_failure"),
+        (r.reset, "reset"),
+        (r.status_502, "502"),
+        (r.status_503, "503"),
+        (r.status_504, "504"),
+        (r.timeout, "timeout"),
+    ];
+    let on: Vec<&str> = causes.iter().filter(|c| c.0).map(|c| c.1).collect();
+    format!("[{}]", on.join(", "))
+}
+
+/// The changed settings of two sets, as `key old -> new`; keys on one side
+/// only are shown against `-`.
+fn changed(old: &[(&'static str, String)], new: &[(&'static str, String)]) -> Vec<String> {
+    let value = |set: &[(&str, String)], key: &str| {
+        set.iter()
+            .find(|(k, _)| *k == key)
+            .map_or_else(|| "-".to_string(), |(_, v)| v.clone())
+    };
+    let mut keys: Vec<&str> = old.iter().map(|(k, _)| *k).collect();
+    keys.extend(
+        new.iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !old.iter().any(|(o, _)| o == k)),
+    );
+    keys.into_iter()
+        .filter_map(|k| {
+            let (a, b) = (value(old, k), value(new, k));
+            (a != b).then(|| format!("{k} {a} -> {b}"))
+        })
+        .collect()
+}
+
+/// `[server]`, `[admin]` and `[access_log]`: what changes, and what only a
+/// restart applies (`server.workers`, `[admin]`, `[access_log]`).
+fn process(old: &Config, new: &Config, out: &mut String) {
+    let server = |c: &Config| {
+        let s = &c.server;
+        vec![
+            ("server.workers", s.workers.to_string()),
+            (
+                "server.shutdown_timeout",
+                format!("{:?}", s.shutdown_timeout),
+            ),
+            (
+                "server.header_read_timeout",
+                format!("{:?}", s.header_read_timeout),
+            ),
+            (
+                "server.body_read_timeout",
+                format!("{:?}", s.body_read_timeout),
+            ),
+            ("server.idle_timeout", format!("{:?}", s.idle_timeout)),
+            ("server.max_connections", s.max_connections.to_string()),
+            ("server.max_header_bytes", s.max_header_bytes.to_string()),
+            ("server.max_request_body", s.max_request_body.to_string()),
+        ]
+    };
+    let restart_only = |c: &Config| {
+        vec![
+            ("server.workers", c.server.workers.to_string()),
+            (
+                "admin.bind",
+                c.admin.bind.map_or("\"\" (off)".into(), |a| a.to_string()),
+            ),
+            (
+                "admin.token",
+                (if c.admin.token.is_some() { "set" } else { "-" }).into(),
+            ),
+            ("access_log.enabled", c.access_log.enabled.to_string()),
+            (
+                "access_log.format",
+                format!("{:?}", c.access_log.format).to_lowercase(),
+            ),
+            (
+                "access_log.path",
+                c.access_log
+                    .path
+                    .as_ref()
+                    .map_or("- (stdout)".into(), |p| p.display().to_string()),
+            ),
+        ]
+    };
+    let restart = changed(&restart_only(old), &restart_only(new));
+    let applied: Vec<String> = changed(&server(old), &server(new))
+        .into_iter()
+        .filter(|line| !line.starts_with("server.workers "))
+        .collect();
+    section(
+        out,
+        "settings (applied to new connections and requests)",
+        applied,
+    );
+    let restart = restart
+        .into_iter()
+        .map(|line| format!("{line} (a reload does not apply it: restart)"))
+        .collect();
+    section(out, "settings only a restart applies", restart);
 }
 
 fn upstreams(old: &Config, new: &Config, out: &mut String) {
@@ -134,12 +286,7 @@ fn upstreams(old: &Config, new: &Config, out: &mut String) {
             ));
             continue;
         };
-        let mut changes: Vec<String> = settings(o)
-            .into_iter()
-            .zip(settings(u))
-            .filter(|(a, b)| a.1 != b.1)
-            .map(|(a, b)| format!("{} {} -> {}", a.0, a.1, b.1))
-            .collect();
+        let mut changes = changed(&settings(o), &settings(u));
         for e in &u.endpoints {
             match o.endpoints.iter().find(|x| x.address == e.address) {
                 None => changes.push(format!("+ endpoint {} (weight {})", e.address, e.weight)),
@@ -165,6 +312,16 @@ fn upstreams(old: &Config, new: &Config, out: &mut String) {
         }
     }
     section(out, "upstreams", lines);
+}
+
+/// Whether the two build the same balancer: the same algorithm, key,
+/// bound and endpoints with their weights (health checks, timeouts and the
+/// like move no key).
+fn same_balancer(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
+    a.balance == b.balance
+        && a.hash_key == b.hash_key
+        && a.bounded_load == b.bounded_load
+        && a.endpoints == b.endpoints
 }
 
 fn hashed(kind: BalanceKind) -> bool {
@@ -203,7 +360,7 @@ fn moved_keys(old: &Config, new: &Config, out: &mut String) {
         let Some(o) = old.upstream(&u.name) else {
             continue;
         };
-        if !(hashed(u.balance) && hashed(o.balance)) || (o == u) {
+        if !(hashed(u.balance) && hashed(o.balance)) || same_balancer(o, u) {
             continue;
         }
         let share = moved_share(o, u);

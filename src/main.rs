@@ -15,7 +15,11 @@ fn main() -> ExitCode {
     init_logging();
     let command = cli.command.clone().unwrap_or(Command::Run);
     let result = match command {
-        Command::Check { diff, against } => return check(&cli, diff, against.as_deref()),
+        Command::Check {
+            diff,
+            against,
+            admin,
+        } => return check(&cli, diff, against.as_deref(), admin),
         Command::Run => run(&cli),
         Command::Demo => runtime(0).and_then(|rt| {
             let result = rt.block_on(demo());
@@ -44,7 +48,12 @@ fn init_logging() {
         .init();
 }
 
-fn check(cli: &Cli, diff: bool, against: Option<&std::path::Path>) -> ExitCode {
+fn check(
+    cli: &Cli,
+    diff: bool,
+    against: Option<&std::path::Path>,
+    admin: Option<std::net::SocketAddr>,
+) -> ExitCode {
     match config::load(&cli.config) {
         Ok(config) => {
             for warning in &config.warnings {
@@ -56,7 +65,7 @@ fn check(cli: &Cli, diff: bool, against: Option<&std::path::Path>) -> ExitCode {
             }
             let running = match against {
                 Some(path) => config::load(path).map_err(|e| e.errors().join("\n")),
-                None => running_config(&config),
+                None => running_config(&config, admin),
             };
             match running {
                 Ok(running) => {
@@ -79,31 +88,58 @@ fn check(cli: &Cli, diff: bool, against: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-/// The config the running instance loaded, from its admin API (the admin
-/// settings of `config`, which is about to replace it).
-fn running_config(config: &config::Config) -> Result<config::Config, String> {
-    use std::io::{Read, Write};
-    let mut addr = config
-        .admin
-        .bind
-        .ok_or("admin.bind is \"\"; give the running config's path after --diff")?;
+/// The config the running instance loaded, from its admin API at `admin`,
+/// or at `admin.bind` of `config` (the candidate, which may have moved it:
+/// then name the running one). Its relative paths are resolved from the
+/// running config's own directory (`config_path` in /status), wherever the
+/// candidate is.
+fn running_config(
+    config: &config::Config,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<config::Config, String> {
+    let mut addr = admin.or(config.admin.bind).ok_or(
+        "admin.bind is \"\"; name the running instance's admin API with --admin, \
+         or give the running config's path after --diff",
+    )?;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    let token = config.admin.token.as_deref();
+    let text = admin_get(addr, token, "/config").map_err(|e| {
+        if admin.is_none() {
+            format!(
+                "{e} (if the running instance's admin API is elsewhere, name it with --admin ADDR)"
+            )
+        } else {
+            e
+        }
+    })?;
+    let status: serde_json::Value = serde_json::from_str(&admin_get(addr, token, "/status")?)
+        .map_err(|e| format!("admin API at {addr}: /status: {e}"))?;
+    let path = status["config_path"]
+        .as_str()
+        .map_or_else(|| config.path.clone(), std::path::PathBuf::from);
+    config::parse(&path, &text).map_err(|e| e.errors().join("\n"))
+}
+
+/// The body of `GET path` from the admin API at `addr`.
+fn admin_get(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    path: &str,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
         .map_err(|e| format!("admin API at {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    let auth = config
-        .admin
-        .token
-        .as_ref()
+    let auth = token
         .map(|t| format!("authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     write!(
         stream,
-        "GET /config HTTP/1.1\r\nhost: {addr}\r\n{auth}connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}connection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut response = String::new();
@@ -115,11 +151,11 @@ fn running_config(config: &config::Config) -> Result<config::Config, String> {
         .ok_or("malformed response")?;
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!(
-            "admin API answered {}",
+            "admin API at {addr}: {path} answered {}",
             head.lines().next().unwrap_or("")
         ));
     }
-    config::parse(&config.path, body).map_err(|e| e.errors().join("\n"))
+    Ok(body.to_owned())
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {

@@ -652,3 +652,94 @@ async fn an_invalid_file_is_tried_once_and_its_good_content_back_reloads() {
     assert!(metrics(admin).await.contains(&failures(1)));
     assert_eq!(get(&client(), &proxy.url("/")).await.2, "a");
 }
+
+#[tokio::test]
+async fn check_diff_shows_every_change_and_what_only_a_restart_applies() {
+    let a = Backend::spawn("a").await;
+    // The running config and the candidate each in a directory of its own,
+    // each naming its certificate by a relative path.
+    let running_dir = tempfile::tempdir().unwrap();
+    let candidate_dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["site.test".to_string()]).unwrap();
+    for (dir, name) in [(&running_dir, "site"), (&candidate_dir, "next")] {
+        std::fs::write(dir.path().join(format!("{name}.pem")), ck.cert.pem()).unwrap();
+        let key = ck.signing_key.serialize_pem();
+        std::fs::write(dir.path().join(format!("{name}.key")), key).unwrap();
+    }
+    let config = |admin: &str, extra_server: &str, interval: &str, log: bool| {
+        format!(
+            "[server]\n{extra_server}\n[admin]\nbind = \"{admin}\"\n[access_log]\nenabled = {log}\n\
+             [[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+             [listener.tls]\ncertificates = [{{ cert = \"site.pem\", key = \"site.key\" }}]\n\
+             [[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{}]\n\
+             [upstream.app.health_check]\ninterval = \"{interval}\"\n",
+            endpoints(&[&a])
+        )
+    };
+    let running = running_dir.path().join("fulcrum.toml");
+    std::fs::write(&running, config("127.0.0.1:0", "", "5s", false)).unwrap();
+    let proxy = Proxy::start_file(&running, false).await;
+    let admin = proxy.admin.unwrap();
+    // The candidate moves the admin API to where nothing listens yet.
+    let moved_to = dead_addr().await;
+    let candidate = candidate_dir.path().join("next.toml");
+    std::fs::write(
+        &candidate,
+        config(
+            &moved_to.to_string(),
+            "idle_timeout = \"30s\"\nworkers = 2",
+            "2s",
+            true,
+        )
+        .replace("site.", "next."),
+    )
+    .unwrap();
+    let check = |extra: Vec<String>| {
+        let candidate = candidate.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "-c".to_string(),
+                candidate.display().to_string(),
+                "check".into(),
+                "--diff".into(),
+            ];
+            args.extend(extra);
+            std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+
+    // Asked at the candidate's new address, it says where to look instead.
+    let out = check(Vec::new()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&moved_to.to_string()) && stderr.contains("--admin"),
+        "{stderr}"
+    );
+
+    let out = check(vec!["--admin".into(), admin.to_string()])
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restart = "(a reload does not apply it: restart)";
+    for line in [
+        "server.idle_timeout 60s -> 30s".to_string(),
+        format!("server.workers 0 -> 2 {restart}"),
+        format!("admin.bind 127.0.0.1:0 -> {moved_to} {restart}"),
+        format!("access_log.enabled false -> true {restart}"),
+        "~ app: health_check.interval 5s -> 2s".to_string(),
+        "~ tls: certificates changed".to_string(),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} in\n{stdout}");
+    }
+    assert!(!stdout.contains("keys that would move"), "{stdout}");
+    assert!(!stdout.contains("no changes"), "{stdout}");
+}
