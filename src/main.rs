@@ -203,7 +203,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
 /// A current-thread runtime for `workers = 1` and for the main thread (the
 /// workers have their own, `workers.rs`): no work-stealing bookkeeping
-/// (docs/performance.md has the measurement). Blocking work (reloads) still
+/// (docs/performance-notebook.md has the measurement). Blocking work (reloads) still
 /// goes to the blocking pool. The demo (`workers = 0`) uses a multi-thread
 /// runtime.
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {

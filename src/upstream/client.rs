@@ -7,7 +7,7 @@
 //! nothing to choose between, yet callgrind counted about 6,400 instructions
 //! per proxied request (13% of the proxy's) in it: SipHash of a pool key and
 //! authority comparisons on every checkout, and 32 moves of the request and
-//! its boxed future (docs/performance.md). Nor hyper's `client::conn::http1`
+//! its boxed future (docs/performance-notebook.md). Nor hyper's `client::conn::http1`
 //! under this pool, which fulcrum used next: a task per connection and
 //! channels between it and the request, about 10,000 instructions per
 //! request (`h1/`).

@@ -4,7 +4,7 @@
 //! and passes every request and response through channels between that task
 //! and the request's; callgrind counted about 10,000 instructions per
 //! request for it (a minimal hyper proxy: 25,400 per request with it, 15,500
-//! with this way; docs/performance.md). Here the request's task writes the
+//! with this way; docs/performance-notebook.md). Here the request's task writes the
 //! request head and body to the endpoint's socket and parses the response
 //! head (with httparse, as hyper does) itself, and the response body is
 //! read from the socket as the client takes it. No task, no channel, no

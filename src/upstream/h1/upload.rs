@@ -123,7 +123,7 @@ impl Staged {
             let mut n = if self.data.is_empty() && self.post.is_empty() {
                 // One buffer (a head, or a head and a small body): `send`,
                 // whose way through the kernel is shorter than `writev`'s
-                // (about 0.3 us per call on loopback, docs/performance.md).
+                // (about 0.3 us per call on loopback, docs/performance-notebook.md).
                 ready!(Pin::new(&mut *io).poll_write(cx, &self.pre[self.at..]))?
             } else {
                 let slices = [
