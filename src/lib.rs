@@ -215,8 +215,10 @@ impl Fulcrum {
                 admin_stop.clone(),
             ));
         }
-        if let Some(writer) = self.access_log_writer {
-            tokio::spawn(writer.run());
+        if let Some(writer) = self.access_log_writer
+            && let Err(error) = writer.start()
+        {
+            tracing::error!(%error, "cannot start the access log writer; lines are dropped");
         }
         let upkeep_metrics = Arc::clone(&self.shared.metrics);
         let upkeep_stop = admin_stop.clone();

@@ -5,6 +5,7 @@
 //! wins; a tie goes to the route written first.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::{Config, HostPattern};
 
@@ -13,7 +14,7 @@ use crate::config::{Config, HostPattern};
 pub struct Route {
     /// Position in the config file (and in the snapshot's metric handles).
     pub index: usize,
-    pub name: String,
+    pub name: Arc<str>,
     /// Index into the snapshot's upstreams.
     pub upstream: usize,
     /// Normalised: "/" or a prefix without trailing slash.
@@ -64,7 +65,7 @@ impl RouteTable {
             .enumerate()
             .map(|(index, r)| Route {
                 index,
-                name: r.name.clone(),
+                name: r.name.as_str().into(),
                 upstream: r.upstream,
                 path_prefix: r.path_prefix.clone(),
                 strip_prefix: r.strip_prefix,
@@ -234,7 +235,7 @@ mod tests {
 
     fn name<'a>(t: &'a RouteTable, listener: usize, host: &str, path: &str) -> Option<&'a str> {
         let host = (!host.is_empty()).then_some(host);
-        t.find(listener, host, path).map(|r| r.name.as_str())
+        t.find(listener, host, path).map(|r| &*r.name)
     }
 
     #[test]

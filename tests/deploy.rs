@@ -40,7 +40,10 @@ fn the_systemd_unit_sandboxes_reloads_and_verifies() {
         assert_eq!(unit_values(&unit, key), [value], "{key}");
     }
     let start = unit_values(&unit, "ExecStart");
-    assert_eq!(start, ["/usr/local/bin/fulcrum -c /etc/fulcrum/fulcrum.toml run"]);
+    assert_eq!(
+        start,
+        ["/usr/local/bin/fulcrum -c /etc/fulcrum/fulcrum.toml run"]
+    );
     // systemd waits longer than the drain before it kills.
     let stop: u64 = unit_values(&unit, "TimeoutStopSec")[0]
         .trim_end_matches('s')
@@ -84,7 +87,10 @@ fn the_container_image_checks_the_admin_api_its_config_opens() {
     let dockerfile = read("deploy/docker/Dockerfile");
     let config = fulcrum::config::load(&repo("deploy/docker/fulcrum.toml")).unwrap();
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
-    let stages: Vec<&str> = dockerfile.lines().filter(|l| l.starts_with("FROM ")).collect();
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
     assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
     assert!(stages[1].contains("-slim"), "{}", stages[1]);
     assert!(dockerfile.lines().any(|l| l == "USER 10001"));
@@ -139,7 +145,11 @@ fn port(container: &Yaml, port: &Yaml) -> i64 {
 #[test]
 fn the_kubernetes_manifests_agree_with_the_config_they_mount() {
     let docs = manifests();
-    assert_eq!(docs.len(), 4, "ConfigMap, Deployment, Service, PodDisruptionBudget");
+    assert_eq!(
+        docs.len(),
+        4,
+        "ConfigMap, Deployment, Service, PodDisruptionBudget"
+    );
     let configmap = of_kind(&docs, "ConfigMap");
     let deployment = of_kind(&docs, "Deployment");
     let service = of_kind(&docs, "Service");
@@ -172,9 +182,18 @@ fn the_kubernetes_manifests_agree_with_the_config_they_mount() {
     // Ports: the listener's and the admin API's.
     let listener: SocketAddr = config.listeners[0].bind;
     let admin = config.admin.bind.expect("the admin API is on");
-    assert!(!admin.ip().is_loopback(), "the kubelet reaches the pod's address");
-    assert_eq!(port(container, &Yaml::String("http".into())), i64::from(listener.port()));
-    assert_eq!(port(container, &Yaml::String("admin".into())), i64::from(admin.port()));
+    assert!(
+        !admin.ip().is_loopback(),
+        "the kubelet reaches the pod's address"
+    );
+    assert_eq!(
+        port(container, &Yaml::String("http".into())),
+        i64::from(listener.port())
+    );
+    assert_eq!(
+        port(container, &Yaml::String("admin".into())),
+        i64::from(admin.port())
+    );
 
     // Probes: readiness on /readyz, liveness on /healthz, at the admin port,
     // with the config's token.
@@ -182,10 +201,17 @@ fn the_kubernetes_manifests_agree_with_the_config_they_mount() {
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        assert_eq!(port(container, &get["port"]), i64::from(admin.port()), "{probe}");
+        assert_eq!(
+            port(container, &get["port"]),
+            i64::from(admin.port()),
+            "{probe}"
+        );
         let header = &get["httpHeaders"][0];
         assert_eq!(header["name"].as_str(), Some("Authorization"));
-        assert_eq!(header["value"].as_str(), Some(format!("Bearer {token}").as_str()));
+        assert_eq!(
+            header["value"].as_str(),
+            Some(format!("Bearer {token}").as_str())
+        );
     }
 
     // The drain finishes before the pod is killed.

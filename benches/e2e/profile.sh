@@ -8,6 +8,7 @@
 #   benches/e2e/profile.sh                 # N=20000 CONNS=50 PATH_=/small
 #   CALIBRATE=1 benches/e2e/profile.sh     # the same for examples/minimal_proxy.rs
 #   VG_OPTS="--cache-sim=yes" CONNS=256 benches/e2e/profile.sh   # cache misses too
+#   CONFIG=my.toml benches/e2e/profile.sh   # another fulcrum config (an access log on)
 #   apt-get install nginx nghttp2-client valgrind
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -23,7 +24,7 @@ head -c 4096 /dev/urandom > "$work/4k.bin" && chmod 644 "$work/4k.bin"
 sed "s|__DIR__|$work|" "$here/nginx-backend.conf" > "$work/nginx-backend.conf"
 [ -n "${SKIP_BUILD:-}" ] || (cd "$root" && cargo build --release --bin fulcrum -q)
 port=18083
-cmd=("$BIN" -c "$here/fulcrum.toml")
+cmd=("$BIN" -c "${CONFIG:-$here/fulcrum.toml}")
 if [ -n "${CALIBRATE:-}" ]; then
   (cd "$root" && cargo build --release --example minimal_proxy -q)
   port=18084

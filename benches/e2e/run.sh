@@ -7,6 +7,10 @@
 #
 #   benches/e2e/run.sh            # ROUNDS=3 DURATION=10 by default
 #   WORKERS=2 benches/e2e/run.sh  # each proxy with 2 workers, nothing pinned
+#   ACCESS_LOG=1 benches/e2e/run.sh   # every proxy writes an access log to a
+#                                     # file in the same directory (nginx:
+#                                     # combined, HAProxy: httplog, fulcrum: json)
+#   SCENARIOS="small:50 4k:50" IDLE=0 benches/e2e/run.sh   # some scenarios, no idle test
 #   apt-get install nginx haproxy wrk   # the peers and the load generator
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -36,6 +40,14 @@ mkdir -p "$work/fulcrum" && cp "$here/fulcrum.toml" "$work/fulcrum/"
 sed -i "s/^worker_processes 1;/worker_processes $WORKERS;/" "$work/nginx-proxy.conf"
 sed -i "s/^    nbthread 1/    nbthread $WORKERS/" "$work/haproxy.cfg"
 sed -i "s/^workers = 1/workers = $WORKERS/" "$work/fulcrum/fulcrum.toml"
+if [ -n "${ACCESS_LOG:-}" ]; then
+  # Outside fulcrum's config directory, which it watches.
+  mkdir -p "$work/logs" && chmod 777 "$work/logs"
+  sed -i "s|^    access_log off;|    access_log $work/logs/nginx-access.log combined;|" "$work/nginx-proxy.conf"
+  sed -i "s|^    mode http|    mode http\n    log global\n    option httplog|" "$work/haproxy.cfg"
+  sed -i "s|^global|global\n    log stdout format raw local0|" "$work/haproxy.cfg"
+  printf '\n[access_log]\nenabled = true\nformat = "json"\npath = "%s"\n' "$work/logs/fulcrum-access.log" >> "$work/fulcrum/fulcrum.toml"
+fi
 (cd "$root" && cargo build --release --bin fulcrum -q)
 
 taskset -c "$load_cpus" nginx -p "$work" -c "$work/nginx-backend.conf" 2>"$work/backend.log" & sleep 0.5
@@ -89,7 +101,8 @@ declare -A pids_for
 for c in "${contenders[@]}"; do
   pids_for[$c]=""; [ "$c" != direct ] && pids_for[$c]=$(pids_of "$c")
 done
-scenarios=("small 50" "small 256" "4k 50")
+scenarios=()
+for s in ${SCENARIOS:-small:50 small:256 4k:50}; do scenarios+=("${s/:/ }"); done
 for round in $(seq "$ROUNDS"); do
   for si in "${!scenarios[@]}"; do
     s=${scenarios[$si]}
@@ -168,6 +181,11 @@ for s in "${scenarios[@]}"; do
   fi
 done
 
+if [ -n "${ACCESS_LOG:-}" ]; then
+  echo
+  echo "Access log lines written: $(for f in "$work"/logs/*.log "$work"/haproxy.log; do [ -f "$f" ] && echo "$(basename "$f") $(wc -l < "$f")"; done | paste -sd, -)"
+fi
+[ "$IDLE" = 0 ] && exit 0
 echo
 echo "### $IDLE idle keep-alive client connections"
 echo

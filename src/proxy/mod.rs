@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use http::Response;
 use http::header::{HOST, HeaderValue};
+use http::uri::PathAndQuery;
 use hyper::body::Incoming;
 
 pub use error::ProxyError;
@@ -83,16 +84,16 @@ pub fn handle(
             time: std::time::SystemTime::now(),
             client: downstream.client,
             method: parts.method.clone(),
-            host: parts
-                .headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-                .map(str::to_owned),
-            path: parts
+            // Shared with the request's own buffers: nothing is copied.
+            host: parts.headers.get(HOST).cloned().or_else(|| {
+                let authority = parts.uri.authority()?;
+                HeaderValue::from_str(authority.as_str()).ok()
+            }),
+            target: parts
                 .uri
                 .path_and_query()
-                .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+                .cloned()
+                .or_else(|| (parts.uri.path() == "/").then(|| PathAndQuery::from_static("/"))),
             version: parts.version,
             status: 0,
             bytes: 0,
