@@ -130,14 +130,14 @@ impl Writer {
     fn run(self) {
         let Writer { rx, format, path } = self;
         match path {
-            None => write_all(&rx, format, std::io::stdout()),
+            None => write_all(&rx, format, std::io::stdout(), rest),
             Some(path) => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&path);
                 match file {
-                    Ok(file) => write_all(&rx, format, file),
+                    Ok(file) => write_all(&rx, format, file, rest),
                     Err(error) => {
                         tracing::error!(path = %path.display(), %error, "cannot open the access log; lines are dropped");
                     }
@@ -155,11 +155,17 @@ const REST: Duration = Duration::from_millis(10);
 
 /// Writes what is queued, a batch at a time: every line waiting (up to
 /// [`BATCH_BYTES`]) goes out with one write.
-fn write_all(rx: &Receiver<Entry>, format: AccessLogFormat, mut out: impl Write) {
+fn write_all(
+    rx: &Receiver<Entry>,
+    format: AccessLogFormat,
+    mut out: impl Write,
+    mut rest: impl FnMut(),
+) {
     let mut buf = Vec::with_capacity(BATCH_BYTES + 4096);
     let mut clock = Clock::default();
     while let Ok(entry) = rx.recv() {
         let mut next = Some(entry);
+        let mut drained = false;
         while let Some(entry) = next {
             format_entry(&entry, format, &mut clock, &mut buf);
             drop(entry);
@@ -167,13 +173,21 @@ fn write_all(rx: &Receiver<Entry>, format: AccessLogFormat, mut out: impl Write)
                 break;
             }
             next = rx.try_recv().ok();
+            drained = next.is_none();
         }
         if let Err(error) = out.write_all(&buf).and_then(|()| out.flush()) {
             tracing::error!(%error, "access log write failed");
         }
         buf.clear();
-        std::thread::sleep(REST);
+        // A full batch with more queued goes on at once.
+        if drained {
+            rest();
+        }
     }
+}
+
+fn rest() {
+    std::thread::sleep(REST);
 }
 
 fn protocol(version: Version) -> &'static str {
@@ -433,5 +447,23 @@ mod tests {
             String::from_utf8(line).unwrap(),
             format!("{}\n", serde_json::to_string(&expected).unwrap())
         );
+    }
+
+    /// A queue longer than a batch is written batch after batch, resting
+    /// only once it is drained: the writer keeps up with any rate the
+    /// queue does.
+    #[test]
+    fn the_writer_rests_only_when_the_queue_is_drained() {
+        let (tx, rx) = sync_channel(QUEUE);
+        let lines = 3_000;
+        for _ in 0..lines {
+            tx.try_send(entry()).unwrap();
+        }
+        drop(tx);
+        let (mut out, mut rests) = (Vec::new(), 0);
+        write_all(&rx, AccessLogFormat::Json, &mut out, || rests += 1);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), lines);
+        assert!(out.len() > 10 * BATCH_BYTES, "many batches");
+        assert_eq!(rests, 1);
     }
 }
