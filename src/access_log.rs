@@ -51,17 +51,27 @@ pub struct Entry {
     pub attempts: u32,
 }
 
+/// What the writer thread receives. A line moves by value: its box is
+/// freed by the thread that made it, where the next request's reuses it.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Line(Entry),
+    /// Write out what is queued, then say so (at shutdown).
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 /// The sending side of the access log.
 #[derive(Debug)]
 pub struct AccessLog {
-    tx: SyncSender<Entry>,
+    tx: SyncSender<Message>,
     dropped: AtomicU64,
     dropped_total: metrics::Counter,
 }
 
 /// The writing side, to be started.
 pub struct Writer {
-    rx: Receiver<Entry>,
+    rx: Receiver<Message>,
     format: AccessLogFormat,
     path: Option<PathBuf>,
 }
@@ -107,12 +117,23 @@ impl AccessLog {
 
     /// Queues one line; never waits.
     pub fn log(&self, entry: Entry) {
-        if self.tx.try_send(entry).is_err() {
+        if self.tx.try_send(Message::Line(entry)).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             self.dropped_total.increment(1);
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "access log writer is behind; lines dropped");
             }
+        }
+    }
+}
+
+impl AccessLog {
+    /// Waits, at most `limit`, until every line queued so far is written:
+    /// at shutdown, so that the last requests' lines are not lost. Blocks.
+    pub fn flush(&self, limit: Duration) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.tx.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(limit);
         }
     }
 }
@@ -156,19 +177,25 @@ const REST: Duration = Duration::from_millis(10);
 /// Writes what is queued, a batch at a time: every line waiting (up to
 /// [`BATCH_BYTES`]) goes out with one write.
 fn write_all(
-    rx: &Receiver<Entry>,
+    rx: &Receiver<Message>,
     format: AccessLogFormat,
     mut out: impl Write,
     mut rest: impl FnMut(),
 ) {
     let mut buf = Vec::with_capacity(BATCH_BYTES + 4096);
     let mut clock = Clock::default();
-    while let Ok(entry) = rx.recv() {
-        let mut next = Some(entry);
+    while let Ok(message) = rx.recv() {
+        let mut next = Some(message);
         let mut drained = false;
-        while let Some(entry) = next {
-            format_entry(&entry, format, &mut clock, &mut buf);
-            drop(entry);
+        let mut flushed = None;
+        while let Some(message) = next {
+            match message {
+                Message::Line(entry) => format_entry(&entry, format, &mut clock, &mut buf),
+                Message::Flush(done) => {
+                    flushed = Some(done);
+                    break;
+                }
+            }
             if buf.len() >= BATCH_BYTES {
                 break;
             }
@@ -179,8 +206,10 @@ fn write_all(
             tracing::error!(%error, "access log write failed");
         }
         buf.clear();
-        // A full batch with more queued goes on at once.
-        if drained {
+        if let Some(done) = flushed {
+            let _ = done.send(());
+        } else if drained {
+            // A full batch with more queued goes on at once.
             rest();
         }
     }
@@ -457,7 +486,7 @@ mod tests {
         let (tx, rx) = sync_channel(QUEUE);
         let lines = 3_000;
         for _ in 0..lines {
-            tx.try_send(entry()).unwrap();
+            tx.try_send(Message::Line(entry())).unwrap();
         }
         drop(tx);
         let (mut out, mut rests) = (Vec::new(), 0);
@@ -465,5 +494,38 @@ mod tests {
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), lines);
         assert!(out.len() > 10 * BATCH_BYTES, "many batches");
         assert_eq!(rests, 1);
+    }
+
+    /// A flush (at shutdown) is answered once every line queued before it
+    /// is written, without waiting for the writer's rest.
+    #[test]
+    fn a_flush_is_answered_after_the_lines_before_it() {
+        let (tx, rx) = sync_channel(QUEUE);
+        for _ in 0..5 {
+            tx.try_send(Message::Line(entry())).unwrap();
+        }
+        let (done, flushed) = std::sync::mpsc::channel();
+        tx.try_send(Message::Flush(done)).unwrap();
+        tx.try_send(Message::Line(entry())).unwrap();
+        drop(tx);
+        /// The lines of each write.
+        struct Writes(Vec<usize>);
+        impl Write for Writes {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.push(b.iter().filter(|&&c| c == b'\n').count());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut writes = Writes(Vec::new());
+        let mut acknowledged_before_rest = false;
+        write_all(&rx, AccessLogFormat::Common, &mut writes, || {
+            acknowledged_before_rest = flushed.try_recv().is_ok();
+        });
+        assert!(acknowledged_before_rest);
+        // The five lines before the flush in one write, then the sixth.
+        assert_eq!(writes.0, [5, 1]);
     }
 }

@@ -49,6 +49,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -252,6 +253,14 @@ impl Fulcrum {
         }
         admin_stop.cancel();
         reloader.stop_health_checks();
+        // The last requests' lines reach the file before the process ends.
+        let shared = Arc::clone(&self.shared);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(log) = &shared.access_log {
+                log.flush(Duration::from_secs(2));
+            }
+        })
+        .await;
     }
 
     /// Serves connections on `workers` (started before `bind`) instead of
