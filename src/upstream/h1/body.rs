@@ -2,9 +2,19 @@
 //! it (by length, chunked with trailers, or to the close); at its end the
 //! connection goes back to its pool.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use tokio::net::TcpStream;
+
 use super::pool::Lease;
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::{Failure, MAX_RESPONSE_FIELDS, MAX_TRAILERS, RawHead, ResponseFraming, poll_read};
+use crate::http1::chunk;
+use crate::http1::fields::allowed_in_trailers;
 
 /// Where a body's decoding stands.
 #[derive(Debug, Clone, Copy)]

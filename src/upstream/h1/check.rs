@@ -1,9 +1,13 @@
 //! For the fuzz targets (`crate::fuzzing`): what every response head and
 //! chunked body must hold, read both ways the client can read them.
 
+use bytes::BytesMut;
+use http::StatusCode;
+use http::header::CONTENT_LENGTH;
+
 use super::body::{Decode, Step, decode_step};
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::response_head::{Names, parse_response_head};
+use super::{MAX_TRAILERS, ResponseFraming};
 
 /// For the fuzz targets (`crate::fuzzing`): parses `data` as a response
 /// head both ways (fields as lines, fields in a map) and checks what every

@@ -31,23 +31,17 @@ mod response_head;
 mod upload;
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
+use std::io::{self};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version, response};
-use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWrite;
+use bytes::{Bytes, BytesMut};
+use http::{Method, response};
 use tokio::net::TcpStream;
 
 use super::outgoing::Outgoing;
-use crate::body::{BodyError, RequestBody};
-use crate::http1::Interim;
-use crate::http1::chunk::{self, write_size_line};
-use crate::http1::fields::{self as rules, Codings, Lengths, allowed_in_trailers};
+use crate::body::RequestBody;
+use crate::http1::chunk::{self};
 pub use failure::Failure;
 
 pub use body::Http1Body;

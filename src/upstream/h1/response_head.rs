@@ -2,8 +2,16 @@
 //! the rules of `http1::fields`, hop-by-hop fields left out, and its body's
 //! framing decided (RFC 9112 section 6.3).
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Version};
+
+use super::{Answer, Failure, MAX_RESPONSE_FIELDS, RawHead, ResponseFraming};
+use crate::http1::Interim;
+use crate::http1::fields as rules;
+use crate::http1::fields::{Codings, Lengths};
 
 /// Parses a response head at the start of `read`, taking it out; interim
 /// responses are dropped. `None`: not all of it has come.

@@ -1,5 +1,7 @@
 //! The endpoint client's unit tests.
 
+use http::header::HeaderName;
+
 use super::response_head::*;
 use super::*;
 

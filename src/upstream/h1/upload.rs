@@ -2,8 +2,21 @@
 //! it (the framing from the body as parsed, never from the client's
 //! fields), then the body, chunked or by length.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use std::io;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http_body::Body;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::{COPY_BELOW, Encoder, Failure};
+use crate::body::{BodyError, RequestBody};
+use crate::http1::chunk::write_size_line;
+use crate::http1::fields::allowed_in_trailers;
+use crate::upstream::outgoing::Outgoing;
 
 /// A request on its way to the endpoint: the head, then the body.
 #[derive(Debug)]
