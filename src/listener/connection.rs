@@ -39,6 +39,35 @@ pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 128;
 /// sends GOAWAY ("MadeYouReset"). A correct client causes none.
 pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 
+/// hyper's service on a connection: each request to the proxy.
+pub(super) trait ProxyService:
+    HttpService<Incoming, ResBody = proxy::ResponseBody, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> ProxyService for T where
+    T: HttpService<Incoming, ResBody = proxy::ResponseBody, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// What starts a plain request read by fulcrum's own server side
+/// (`plain_request`).
+pub(super) trait PlainHandler<F>:
+    Fn(&Arc<ConnectionState>, http::request::Parts, &Arc<Interim>) -> F
+{
+}
+
+impl<T, F> PlainHandler<F> for T where
+    T: Fn(&Arc<ConnectionState>, http::request::Parts, &Arc<Interim>) -> F
+{
+}
+
 /// What one part of a connection's turn asks of the loop.
 enum Turn {
     /// Something changed: go round again.
@@ -272,11 +301,8 @@ where
 impl<S, Svc, H, F> Future for Connection<S, Svc, H, F>
 where
     S: Transport,
-    Svc: HttpService<Incoming, ResBody = proxy::ResponseBody, Future: Send + 'static>
-        + Clone
-        + Send
-        + 'static,
-    H: Fn(&Arc<ConnectionState>, http::request::Parts, &Arc<Interim>) -> F,
+    Svc: ProxyService,
+    H: PlainHandler<F>,
     F: Future<Output = hyper::Response<proxy::ResponseBody>>,
 {
     type Output = ();
@@ -299,11 +325,8 @@ where
 impl<S, Svc, H, F> ConnectionProj<'_, S, Svc, H, F>
 where
     S: Transport,
-    Svc: HttpService<Incoming, ResBody = proxy::ResponseBody, Future: Send + 'static>
-        + Clone
-        + Send
-        + 'static,
-    H: Fn(&Arc<ConnectionState>, http::request::Parts, &Arc<Interim>) -> F,
+    Svc: ProxyService,
+    H: PlainHandler<F>,
     F: Future<Output = hyper::Response<proxy::ResponseBody>>,
 {
     /// Polls until the connection ends or nothing can progress.
