@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::discovery::Discovery;
 use crate::state::Shared;
 
 /// The admin listener, bound.
@@ -116,6 +117,11 @@ fn answer(
         (&Method::GET | &Method::HEAD, "/readyz") => {
             if shared.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if !shared.discovery_ready() {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "waiting for discovery's first answers\n",
+                )
             } else {
                 text(StatusCode::OK, "ready\n")
             }
@@ -182,6 +188,20 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// The `discovery` object of an upstream in /status.
+fn discovery(d: &Discovery) -> Value {
+    let status = d.status();
+    json!({
+        "name": d.config.name,
+        "type": d.config.kind.as_str(),
+        "resolver": d.config.resolver.map_or_else(|| "system".to_string(), |r| r.to_string()),
+        "endpoints": status.endpoints,
+        "last_success": status.last_success.map(rfc3339),
+        "last_error": status.last_error,
+        "held": status.held,
+    })
+}
+
 /// The /status document (SPEC §3).
 pub fn status(shared: &Shared) -> Value {
     let snapshot = shared.snapshot.load();
@@ -212,6 +232,10 @@ pub fn status(shared: &Shared) -> Value {
                         rfc3339(SystemTime::now() + until.saturating_duration_since(Instant::now()))
                     });
                     let ejection_cause = ejected_until.as_ref().and(h.ejection_cause.clone());
+                    let slow_start_until = e
+                        .state
+                        .ramp_remaining()
+                        .map(|left| rfc3339(SystemTime::now() + left));
                     json!({
                         "address": &*e.address,
                         "weight": e.weight,
@@ -219,6 +243,8 @@ pub fn status(shared: &Shared) -> Value {
                         "health": { "state": state, "streak": h.streak, "last_probe": last_probe },
                         "ejected_until": ejected_until,
                         "ejection_cause": ejection_cause,
+                        "slow_start_until": slow_start_until,
+                        "priority": e.priority,
                         "in_flight": e.state.in_flight(),
                         "requests": e.state.requests(),
                     })
@@ -233,6 +259,7 @@ pub fn status(shared: &Shared) -> Value {
                     "failing_open": u.failing_open.load(std::sync::atomic::Ordering::Relaxed),
                     "usable_endpoints": usable,
                     "endpoints": endpoints,
+                    "discovery": u.discovery.as_ref().map(|d| discovery(d)),
                 }),
             )
         })

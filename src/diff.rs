@@ -340,14 +340,8 @@ pub fn moved_share(old: &UpstreamConfig, new: &UpstreamConfig) -> f64 {
     let moved = (0..SAMPLE_KEYS)
         .filter(|i| {
             let key = Some(hash_bytes(format!("diff-key-{i}").as_bytes()));
-            let x = a
-                .balancer
-                .pick(&a.endpoints, key, &[])
-                .map(|i| &a.endpoints[i].address);
-            let y = b
-                .balancer
-                .pick(&b.endpoints, key, &[])
-                .map(|i| &b.endpoints[i].address);
+            let x = a.pick(key, &[]).map(|i| &a.endpoints[i].address);
+            let y = b.pick(key, &[]).map(|i| &b.endpoints[i].address);
             x != y
         })
         .count();

@@ -63,6 +63,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diff;
+pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;

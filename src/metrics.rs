@@ -39,6 +39,11 @@ pub const UPSTREAM_FAIL_OPEN_REQUESTS: &str = "fulcrum_upstream_fail_open_reques
 pub const DOWNSTREAM_H2_REFUSED: &str = "fulcrum_downstream_h2_refused_total";
 pub const DOWNSTREAM_TLS_FAILED: &str = "fulcrum_downstream_tls_handshake_failures_total";
 pub const DOWNSTREAM_ACCEPT_ERRORS: &str = "fulcrum_downstream_accept_errors_total";
+pub const DISCOVERY_RESOLUTIONS: &str = "fulcrum_discovery_resolutions_total";
+pub const DISCOVERY_ENDPOINTS: &str = "fulcrum_discovery_endpoints";
+pub const DISCOVERY_LAST_SUCCESS: &str = "fulcrum_discovery_last_success_timestamp_seconds";
+pub const UPSTREAM_KEYS_MOVED: &str = "fulcrum_upstream_keys_moved_ratio";
+pub const ENDPOINT_SLOW_START: &str = "fulcrum_endpoint_slow_start";
 
 /// How often buffered histogram samples are folded into buckets. The fold
 /// runs on a worker's thread and takes about 6 ns per sample: every 5 s it
@@ -52,6 +57,26 @@ pub const BUCKETS: &[f64] = &[
 ];
 
 const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        DISCOVERY_RESOLUTIONS,
+        "DNS resolutions of a discovered upstream: success, failure (changed nothing), held (a mass removal held back).",
+    ),
+    (
+        DISCOVERY_ENDPOINTS,
+        "Endpoints of a discovered upstream from the answer in use.",
+    ),
+    (
+        DISCOVERY_LAST_SUCCESS,
+        "Unix time of a discovered upstream's last successful resolution.",
+    ),
+    (
+        UPSTREAM_KEYS_MOVED,
+        "Share of the hash space whose endpoint changed at the upstream's last change of membership or usability (consistent_hash, maglev; 0 otherwise).",
+    ),
+    (
+        ENDPOINT_SLOW_START,
+        "An endpoint's slow-start share: from 0.1 when it joins or returns to 1 (full share).",
+    ),
     (
         REQUESTS_TOTAL,
         "Requests answered, by listener, route, upstream and status code sent.",

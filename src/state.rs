@@ -4,29 +4,35 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::access_log::AccessLog;
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, ServerConfig, UpstreamConfig};
+use crate::discovery::{Discovery, MembershipListener};
 use crate::listener::counts::ConnectionCounts;
 use crate::metrics::{self as m, CodeCounters, Metrics};
 use crate::route::RouteTable;
 use crate::upstream::Upstream;
 use crate::upstream::health::UsabilityListener;
 
+/// How long /readyz waits for discovery's first answers after start.
+pub const DISCOVERY_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Everything a request needs from one config generation.
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
     pub server: ServerConfig,
-    pub routes: RouteTable,
-    pub upstreams: Vec<Upstream>,
+    pub routes: Arc<RouteTable>,
+    /// Shared with the snapshots the membership step derives from this one.
+    pub upstreams: Vec<Arc<Upstream>>,
     /// `[listener][route]`; the last route slot of each listener counts
     /// requests that matched no route (`route="none"`, `upstream="none"`).
-    pub request_metrics: Vec<Vec<RouteMetrics>>,
+    pub request_metrics: Arc<Vec<Vec<RouteMetrics>>>,
 }
 
 /// The handles of requests answered on one listener for one route.
@@ -52,6 +58,12 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// Settings only a restart changes, as loaded at start.
     pub startup: Startup,
+    /// Where changes of membership and usability are sent, to the
+    /// reloader's membership step (set when it starts).
+    pub membership: OnceLock<UnboundedSender<Arc<str>>>,
+    /// When the process started serving (/readyz waits at most 10 s for
+    /// discovery's first answers).
+    pub started: std::time::Instant,
     /// The text of the config in use.
     config_text: Mutex<String>,
     generation: metrics::Gauge,
@@ -85,12 +97,12 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         metrics: &Arc<Metrics>,
     ) -> Self {
-        let upstreams: Vec<Upstream> = config
+        let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|u| {
-                let old = previous.and_then(|p| p.upstreams.iter().find(|o| *o.name == *u.name));
-                Upstream::build(u, old, metrics)
+                let old = previous.and_then(|p| p.upstream(&u.name));
+                Arc::new(build_upstream(u, old, metrics))
             })
             .collect();
         let request_metrics = config
@@ -116,10 +128,37 @@ impl Snapshot {
         Self {
             generation,
             server: config.server.clone(),
-            routes: RouteTable::build(config),
+            routes: Arc::new(RouteTable::build(config)),
             upstreams,
-            request_metrics,
+            request_metrics: Arc::new(request_metrics),
         }
+    }
+
+    /// The same generation with upstream `index` replaced: what the
+    /// membership step publishes (the routes and metric handles are shared).
+    pub fn with_upstream(&self, index: usize, upstream: Upstream) -> Self {
+        let mut upstreams = self.upstreams.clone();
+        upstreams[index] = Arc::new(upstream);
+        Self {
+            generation: self.generation,
+            server: self.server.clone(),
+            routes: Arc::clone(&self.routes),
+            upstreams,
+            request_metrics: Arc::clone(&self.request_metrics),
+        }
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| *u.name == *name)
+    }
+
+    /// The discovery records of this snapshot's upstreams.
+    pub fn discoveries(&self) -> Vec<Arc<Discovery>> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.discovery.clone())
+            .collect()
     }
 
     /// The handles for a request on `listener` that matched `route` (`None`:
@@ -128,6 +167,51 @@ impl Snapshot {
         let per_route = self.request_metrics.get(listener)?;
         per_route.get(route.unwrap_or(per_route.len() - 1))
     }
+}
+
+/// Builds upstream `config` of a new generation over `old` (the one of the
+/// same name in the snapshot before). A discovered upstream keeps its
+/// record while its table stays the same, else starts a new one that keeps
+/// `old`'s endpoints serving until its first answer.
+fn build_upstream(
+    config: &UpstreamConfig,
+    old: Option<&Arc<Upstream>>,
+    metrics: &Arc<Metrics>,
+) -> Upstream {
+    let discovery =
+        config
+            .discovery
+            .as_ref()
+            .map(|table| match old.and_then(|o| o.discovery.as_ref()) {
+                Some(d) if d.config == *table => Arc::clone(d),
+                _ => {
+                    let serving = old.map(|o| o.members()).filter(|m| !m.is_empty());
+                    Arc::new(Discovery::new(
+                        &config.name,
+                        table.clone(),
+                        serving,
+                        metrics,
+                    ))
+                }
+            });
+    let members = match &discovery {
+        Some(d) => d.endpoints().unwrap_or_default(),
+        None => config.endpoints.clone(),
+    };
+    let upstream = Upstream::assemble(
+        Arc::new(config.clone()),
+        discovery,
+        &members,
+        old.map(|o| &**o),
+        metrics,
+    );
+    if let Some(old) = old {
+        upstream
+            .metrics
+            .keys_moved
+            .set(upstream.keys_moved_since(old));
+    }
+    upstream
 }
 
 impl RouteMetrics {
@@ -177,6 +261,8 @@ impl Shared {
                 workers: config.server.workers,
             },
             config_text: Mutex::new(config.source.clone()),
+            membership: OnceLock::new(),
+            started: std::time::Instant::now(),
             generation,
             reloads_ok,
             reloads_failed,
@@ -241,18 +327,37 @@ impl Shared {
         self.metrics.render()
     }
 
+    /// Whether every discovered upstream has had its first answer, or 10 s
+    /// have passed since start (/readyz).
+    pub fn discovery_ready(&self) -> bool {
+        self.started.elapsed() >= DISCOVERY_READY_WAIT
+            || self
+                .snapshot
+                .load()
+                .upstreams
+                .iter()
+                .all(|u| u.discovery.as_ref().is_none_or(|d| d.is_ready()))
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 }
 
 impl UsabilityListener for Shared {
-    /// Tells the current snapshot's balancer of `upstream` (Maglev rebuilds
-    /// its table); runs off the request path.
+    /// Asks the membership step to build `upstream` anew (its tables follow
+    /// usability); it runs off the request path.
     fn usability_changed(&self, upstream: &str) {
-        let snapshot = self.snapshot.load();
-        if let Some(u) = snapshot.upstreams.iter().find(|u| *u.name == *upstream) {
-            u.balancer.usability_changed(&u.endpoints);
+        self.membership_changed(upstream);
+    }
+}
+
+impl MembershipListener for Shared {
+    fn membership_changed(&self, upstream: &str) {
+        if let Some(tx) = self.membership.get() {
+            // The receiver lives as long as the reloader; after it, there
+            // is nothing left to build.
+            let _ = tx.send(upstream.into());
         }
     }
 }

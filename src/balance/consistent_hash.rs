@@ -80,10 +80,28 @@ impl ConsistentHash {
         }
     }
 
+    /// Picks for `key` (round robin without one).
+    #[inline]
     pub fn pick(&self, endpoints: &[Endpoint], key: Option<u64>, tried: &[usize]) -> Option<usize> {
         let Some(key) = key else {
             return self.fallback.pick(endpoints, tried);
         };
+        self.pick_admitting(endpoints, key, tried, |_| true)
+    }
+
+    /// The nearest eligible endpoint along the ring that `admit` lets take
+    /// the key (slow start admits a ramping endpoint's keys gradually), under
+    /// its bounded load when there is one, else the nearest regardless of
+    /// load.
+    #[inline]
+    pub fn pick_admitting(
+        &self,
+        endpoints: &[Endpoint],
+        key: u64,
+        tried: &[usize],
+        admit: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let ok = |i: usize| eligible(endpoints, i, tried) && admit(i);
         if self.bounded_load > 0.0 {
             let total = self.in_flight.load(Ordering::Relaxed) as f64;
             let under_cap = |i: usize| {
@@ -93,17 +111,16 @@ impl ConsistentHash {
                     .ceil();
                 (e.state.in_flight() + 1) as f64 <= cap
             };
-            // The caps sum to at least in-flight + 1, so while every endpoint
-            // is usable one is always under its cap; if unusable ones leave
-            // none, the bound yields to availability.
-            if let Some(i) = self
-                .ring
-                .walk(key, |i| eligible(endpoints, i, tried) && under_cap(i))
-            {
+            if let Some(i) = self.ring.walk(key, |i| ok(i) && under_cap(i)) {
                 return Some(i);
             }
         }
-        self.ring.walk(key, |i| eligible(endpoints, i, tried))
+        self.ring.walk(key, ok)
+    }
+
+    /// The ring (keys moved, tests).
+    pub fn ring(&self) -> &Ring {
+        &self.ring
     }
 }
 
@@ -224,6 +241,38 @@ impl Ring {
 
     pub fn len(&self) -> usize {
         self.points.len()
+    }
+
+    /// Who owns which part of the hash space when only the endpoints that
+    /// `include` accepts take keys: `(start, endpoint)` pieces sorted by
+    /// start, the first at 0, each up to the next; [`NONE`](super::moved::NONE)
+    /// where no endpoint is included. A key goes to the nearest included
+    /// point, so each point owns from the midpoint with the previous one to
+    /// the midpoint with the next.
+    pub fn pieces(&self, include: impl Fn(usize) -> bool) -> Vec<(u64, u32)> {
+        let kept: Vec<Point> = self
+            .points
+            .iter()
+            .filter(|p| include(p.endpoint as usize))
+            .copied()
+            .collect();
+        let Some(last) = kept.last() else {
+            return vec![(0, super::moved::NONE)];
+        };
+        let mut pieces: Vec<(u64, u32)> = Vec::with_capacity(kept.len() + 1);
+        let mut previous = last.hash;
+        for p in &kept {
+            let start = previous.wrapping_add(p.hash.wrapping_sub(previous) / 2);
+            pieces.push((start, p.endpoint));
+            previous = p.hash;
+        }
+        pieces.sort_unstable();
+        // The piece that wraps past the top covers 0 too.
+        let wrapping = pieces.last().map_or(super::moved::NONE, |p| p.1);
+        if pieces[0].0 != 0 {
+            pieces.insert(0, (0, wrapping));
+        }
+        pieces
     }
 
     pub fn is_empty(&self) -> bool {

@@ -10,21 +10,16 @@
 //! an endpoint of weight w claims on w of every max-weight rounds (Envoy's
 //! weighted Maglev). A key picks entry `key x M >> 64`.
 //!
-//! The table covers the usable endpoints. It is rebuilt off the request path
-//! when usability changes; until then, an entry whose endpoint became
-//! unusable (or was tried) gives way to the next entries of the table.
+//! The table covers the usable endpoints, as the upstream's membership
+//! step built it (reload, discovery or a change of usability: one path,
+//! off the request path); until the next build, an entry whose endpoint
+//! became unusable (or was tried) gives way to the next entries of the table.
 //!
-//! Why two tables of atomic entries and not an `ArcSwap<Table>`: a pick is a
-//! load of the active index and of one entry (plain loads on x86), where an
-//! `ArcSwap` load and guard drop measured 11.6 ns against 2.1 ns for the
-//! plain access in the same run (over a third of a pick). The rebuild fills
-//! the inactive table and then flips the index (Release), so picks that start
-//! after the flip see the whole new table. A pick still reading the old table
-//! while a second rebuild rewrites it reads entries that are each a valid
-//! endpoint index or the empty marker, and it checks usability anyway.
-
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+//! Slow start: while endpoints ramp, a second table is built without them.
+//! A key whose entry in the full table is a ramping endpoint goes there
+//! when the key's fraction is below the ramp's progress; every other key
+//! takes its entry in the table without the ramping endpoints, where it
+//! was before they came (SPEC §Slow start).
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -41,70 +36,83 @@ const EMPTY: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct Maglev {
     pub key: Option<HashKey>,
-    /// Two tables of M entries; `active` says which one picks read.
-    tables: [Box<[AtomicU32]>; 2],
-    active: AtomicUsize,
-    /// Serialises rebuilds (off the request path).
-    rebuilding: Mutex<()>,
+    /// Over the usable endpoints when built.
+    table: Box<[u32]>,
+    /// While endpoints ramp: the table without them.
+    without_ramping: Option<Box<[u32]>>,
+    /// Requests without a key.
     fallback: RoundRobin,
 }
 
-/// One built table: entry -> endpoint index.
+/// A Maglev lookup table: endpoint indices, [`EMPTY`] where none.
 #[derive(Debug, Clone)]
 pub struct MaglevTable {
     entries: Vec<u32>,
 }
 
 impl Maglev {
-    pub fn new(endpoints: &[Endpoint], key: Option<HashKey>) -> Self {
-        let built = MaglevTable::build(endpoints, |i| endpoints[i].state.is_usable());
-        let spare = (0..built.entries.len())
-            .map(|_| AtomicU32::new(EMPTY))
-            .collect();
-        let active = built.entries.into_iter().map(AtomicU32::new).collect();
+    /// Builds the table over the endpoints usable now, and, when some of
+    /// them ramp (slow start), the table without those.
+    pub fn new(endpoints: &[Endpoint], key: Option<HashKey>, ramping: bool) -> Self {
+        let usable = |i: usize| endpoints[i].state.is_usable();
+        let table = MaglevTable::build(endpoints, usable).entries.into();
+        let without_ramping = ramping.then(|| {
+            let settled = |i: usize| usable(i) && endpoints[i].state.ramp_progress().is_none();
+            MaglevTable::build(endpoints, settled).entries.into()
+        });
         Self {
             key,
-            tables: [active, spare],
-            active: AtomicUsize::new(0),
-            rebuilding: Mutex::new(()),
+            table,
+            without_ramping,
             fallback: RoundRobin::new(endpoints),
         }
     }
 
-    /// Rebuilds the table over the endpoints usable now and swaps it in.
-    pub fn rebuild(&self, endpoints: &[Endpoint]) {
-        let built = MaglevTable::build(endpoints, |i| endpoints[i].state.is_usable());
-        // A poisoned lock only means another rebuild panicked; the tables
-        // hold valid entries whatever happened, so go on.
-        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|e| e.into_inner());
-        let next = 1 - self.active.load(Ordering::Relaxed);
-        for (slot, &e) in self.tables[next].iter().zip(&built.entries) {
-            slot.store(e, Ordering::Relaxed);
-        }
-        self.active.store(next, Ordering::Release);
-    }
-
+    /// The entry for `key` that is eligible; round robin without a key.
+    #[inline]
     pub fn pick(&self, endpoints: &[Endpoint], key: Option<u64>, tried: &[usize]) -> Option<usize> {
         let Some(key) = key else {
             return self.fallback.pick(endpoints, tried);
         };
-        let table = &self.tables[self.active.load(Ordering::Acquire)];
         let found = lookup(
-            table.len(),
+            self.table.len(),
             key,
-            |k| table[k].load(Ordering::Relaxed),
+            |k| self.table[k],
             |i| eligible(endpoints, i, tried),
         );
-        // Endpoints may have become usable since the table was built; any
-        // usable one is better than a 503.
         found.or_else(|| self.fallback.pick(endpoints, tried))
     }
 
-    /// A copy of the table in use now.
+    /// A pick while endpoints ramp, at `now` (ms since the process epoch).
+    pub fn pick_ramping(
+        &self,
+        endpoints: &[Endpoint],
+        key: u64,
+        tried: &[usize],
+        now: u64,
+    ) -> Option<usize> {
+        let full = self.pick(endpoints, Some(key), tried)?;
+        let Some(settled) = &self.without_ramping else {
+            return Some(full);
+        };
+        if let Some(progress) = endpoints[full].state.ramp_progress_at(now)
+            && super::key_fraction(key) < progress
+        {
+            return Some(full);
+        }
+        lookup(
+            settled.len(),
+            key,
+            |k| settled[k],
+            |i| eligible(endpoints, i, tried),
+        )
+        .or(Some(full))
+    }
+
+    /// The table as built (tests, `check --diff`, keys moved).
     pub fn table(&self) -> MaglevTable {
-        let table = &self.tables[self.active.load(Ordering::Acquire)];
         MaglevTable {
-            entries: table.iter().map(|e| e.load(Ordering::Relaxed)).collect(),
+            entries: self.table.to_vec(),
         }
     }
 }
@@ -188,6 +196,17 @@ impl MaglevTable {
     }
 
     /// Entries per endpoint index.
+    /// Who owns which part of the hash space: `(start, endpoint)` pieces,
+    /// entry `j` from `ceil(j x 2^64 / M)` (a key picks entry `key x M >> 64`).
+    pub fn pieces(&self) -> Vec<(u64, u32)> {
+        let m = self.entries.len() as u128;
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(j, &e)| (((j as u128) << 64).div_ceil(m) as u64, e))
+            .collect()
+    }
+
     pub fn counts(&self, endpoints: usize) -> Vec<usize> {
         let mut counts = vec![0; endpoints];
         for &e in self.entries.iter().filter(|&&e| e != EMPTY) {
@@ -332,16 +351,16 @@ mod tests {
     #[test]
     fn unusable_entries_give_way_until_the_rebuild() {
         let eps = endpoints(&[1, 1, 1]);
-        let maglev = Maglev::new(&eps, None);
+        let maglev = Maglev::new(&eps, None, false);
         eps[1].state.set_healthy(false);
         for k in keys(1000) {
             assert_ne!(maglev.pick(&eps, Some(k), &[]), Some(1));
         }
-        maglev.rebuild(&eps);
+        let maglev = Maglev::new(&eps, None, false);
         assert_eq!(maglev.table().counts(3)[1], 0);
-        // Back again: the next rebuild (into the other table) restores it.
+        // Back again: the next build restores it.
         eps[1].state.set_healthy(true);
-        maglev.rebuild(&eps);
+        let maglev = Maglev::new(&eps, None, false);
         assert_eq!(
             maglev.table().counts(3),
             MaglevTable::build(&eps, |_| true).counts(3)
@@ -353,11 +372,9 @@ mod tests {
         // 1,000 endpoints: M = 100,003. Sized over the usable ones, losing one
         // would give M = next_prime(99,900) and remap nearly every key.
         let eps = endpoints(&vec![1; 1000]);
-        let maglev = Maglev::new(&eps, None);
-        let before = maglev.table();
+        let before = Maglev::new(&eps, None, false).table();
         eps[7].state.set_healthy(false);
-        maglev.rebuild(&eps);
-        let after = maglev.table();
+        let after = Maglev::new(&eps, None, false).table();
         assert_eq!(before.len(), 100_003);
         assert_eq!(after.len(), before.len());
         let keys = keys(20_000);
@@ -389,7 +406,7 @@ mod tests {
         assert_eq!(table.len(), MIN_TABLE_SIZE as usize);
         assert_eq!(table.counts(2), [0, 0]);
         assert_eq!(table.lookup_with(42, |_| true), None);
-        let maglev = Maglev::new(&eps, None);
+        let maglev = Maglev::new(&eps, None, false);
         assert_eq!(maglev.pick(&eps, Some(42), &[]), None);
     }
 }

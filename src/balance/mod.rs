@@ -16,6 +16,7 @@ mod consistent_hash;
 pub mod hash_key;
 mod least_requests;
 mod maglev;
+pub mod moved;
 mod peak_ewma;
 mod random;
 mod round_robin;
@@ -28,9 +29,19 @@ pub use peak_ewma::PeakEwma;
 pub use random::Random;
 pub use round_robin::{RoundRobin, smooth_schedule};
 
-/// The balancer of one upstream.
+/// The balancer of one upstream: its algorithm's tables as built for the
+/// upstream's endpoints, and whether some of them ramp (slow start).
 #[derive(Debug)]
-pub enum Balancer {
+pub struct Balancer {
+    algorithm: Algorithm,
+    /// Some endpoint ramped when this was built: picks take the slow-start
+    /// path. The membership step builds anew when a ramp begins or ends.
+    ramping: bool,
+}
+
+/// The algorithms.
+#[derive(Debug)]
+pub enum Algorithm {
     RoundRobin(RoundRobin),
     Random(Random),
     LeastRequests(LeastRequests),
@@ -39,36 +50,52 @@ pub enum Balancer {
     Maglev(Maglev),
 }
 
+/// Draws while slow start declines a ramping endpoint, before taking the
+/// last one drawn.
+const RAMP_DRAWS: usize = 8;
+
 impl Balancer {
     /// Builds the balancer for `config` over `endpoints` (same order);
     /// `in_flight` counts the upstream's requests in flight.
     pub fn new(config: &UpstreamConfig, endpoints: &[Endpoint], in_flight: Arc<AtomicU64>) -> Self {
         let key = config.hash_key.clone();
-        match config.balance {
-            BalanceKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(endpoints)),
-            BalanceKind::Random => Balancer::Random(Random::new(endpoints)),
-            BalanceKind::LeastRequests => Balancer::LeastRequests(LeastRequests::new(endpoints)),
-            BalanceKind::PeakEwma => Balancer::PeakEwma(PeakEwma::new(endpoints)),
-            BalanceKind::ConsistentHash => Balancer::ConsistentHash(ConsistentHash::new(
+        let ramping = endpoints.iter().any(|e| e.state.ramp_progress().is_some());
+        let algorithm = match config.balance {
+            BalanceKind::RoundRobin => Algorithm::RoundRobin(RoundRobin::new(endpoints)),
+            BalanceKind::Random => Algorithm::Random(Random::new(endpoints)),
+            BalanceKind::LeastRequests => Algorithm::LeastRequests(LeastRequests::new(endpoints)),
+            BalanceKind::PeakEwma => Algorithm::PeakEwma(PeakEwma::new(endpoints)),
+            BalanceKind::ConsistentHash => Algorithm::ConsistentHash(ConsistentHash::new(
                 endpoints,
                 key,
                 config.bounded_load,
                 in_flight,
             )),
-            BalanceKind::Maglev => Balancer::Maglev(Maglev::new(endpoints, key)),
-        }
+            BalanceKind::Maglev => Algorithm::Maglev(Maglev::new(endpoints, key, ramping)),
+        };
+        Self { algorithm, ramping }
+    }
+
+    /// The algorithm and its tables.
+    pub fn algorithm(&self) -> &Algorithm {
+        &self.algorithm
+    }
+
+    /// Whether some endpoint ramped when this was built.
+    pub fn is_ramping(&self) -> bool {
+        self.ramping
     }
 
     /// Where the request key comes from, for the hashing algorithms.
     #[inline]
     pub fn hash_key(&self) -> Option<&HashKey> {
-        match self {
-            Balancer::ConsistentHash(b) => b.key.as_ref(),
-            Balancer::Maglev(b) => b.key.as_ref(),
-            Balancer::RoundRobin(_)
-            | Balancer::Random(_)
-            | Balancer::LeastRequests(_)
-            | Balancer::PeakEwma(_) => None,
+        match &self.algorithm {
+            Algorithm::ConsistentHash(b) => b.key.as_ref(),
+            Algorithm::Maglev(b) => b.key.as_ref(),
+            Algorithm::RoundRobin(_)
+            | Algorithm::Random(_)
+            | Algorithm::LeastRequests(_)
+            | Algorithm::PeakEwma(_) => None,
         }
     }
 
@@ -77,23 +104,97 @@ impl Balancer {
     /// balance round robin).
     #[inline]
     pub fn pick(&self, endpoints: &[Endpoint], key: Option<u64>, tried: &[usize]) -> Option<usize> {
-        match self {
-            Balancer::RoundRobin(b) => b.pick(endpoints, tried),
-            Balancer::Random(b) => b.pick(endpoints, tried),
-            Balancer::LeastRequests(b) => b.pick(endpoints, tried),
-            Balancer::PeakEwma(b) => b.pick(endpoints, tried),
-            Balancer::ConsistentHash(b) => b.pick(endpoints, key, tried),
-            Balancer::Maglev(b) => b.pick(endpoints, key, tried),
+        if self.ramping {
+            return self.pick_ramping(endpoints, key, tried);
+        }
+        self.algorithm.pick(endpoints, key, tried)
+    }
+
+    /// A pick while endpoints ramp (SPEC §Slow start). The hashing
+    /// algorithms hand a ramping endpoint the keys whose fraction is below
+    /// its progress; the others draw again when slow start declines a
+    /// ramping endpoint (accepted with probability = progress), which scales
+    /// its weight by its progress: w·p / (W - w + w·p) of the picks.
+    #[cold]
+    fn pick_ramping(
+        &self,
+        endpoints: &[Endpoint],
+        key: Option<u64>,
+        tried: &[usize],
+    ) -> Option<usize> {
+        let now = crate::upstream::endpoint::now_ms();
+        match (&self.algorithm, key) {
+            (Algorithm::ConsistentHash(b), Some(key)) => {
+                let fraction = key_fraction(key);
+                b.pick_admitting(endpoints, key, tried, |i| {
+                    endpoints[i]
+                        .state
+                        .ramp_progress_at(now)
+                        .is_none_or(|p| fraction < p)
+                })
+            }
+            (Algorithm::Maglev(b), Some(key)) => b.pick_ramping(endpoints, key, tried, now),
+            _ => {
+                let mut last = None;
+                for _ in 0..RAMP_DRAWS {
+                    let i = self.algorithm.pick(endpoints, key, tried)?;
+                    match endpoints[i].state.ramp_progress_at(now) {
+                        Some(p) if fastrand::f64() >= p => last = Some(i),
+                        _ => return Some(i),
+                    }
+                }
+                last
+            }
         }
     }
 
-    /// Rebuilds tables that depend on which endpoints are usable (Maglev);
-    /// called off the request path when usability changes.
-    pub fn usability_changed(&self, endpoints: &[Endpoint]) {
-        if let Balancer::Maglev(b) = self {
-            b.rebuild(endpoints);
+    /// The share of the hash space whose endpoint differs from `before`'s
+    /// (built over `before_endpoints`) to this one's (over `endpoints`):
+    /// exact for Maglev and over the ring's arcs for consistent hashing,
+    /// with the usability each build saw (`usable`); 0 for the other
+    /// algorithms and across a change of algorithm.
+    pub fn keys_moved(
+        &self,
+        endpoints: &[Endpoint],
+        usable: &[bool],
+        before: (&Balancer, &[Endpoint], &[bool]),
+    ) -> f64 {
+        let (old, old_endpoints, old_usable) = before;
+        match (&old.algorithm, &self.algorithm) {
+            (Algorithm::Maglev(a), Algorithm::Maglev(b)) => moved::moved_share(
+                (&a.table().pieces(), old_endpoints),
+                (&b.table().pieces(), endpoints),
+            ),
+            (Algorithm::ConsistentHash(a), Algorithm::ConsistentHash(b)) => moved::moved_share(
+                (&a.ring().pieces(|i| old_usable[i]), old_endpoints),
+                (&b.ring().pieces(|i| usable[i]), endpoints),
+            ),
+            _ => 0.0,
         }
     }
+}
+
+impl Algorithm {
+    #[inline]
+    fn pick(&self, endpoints: &[Endpoint], key: Option<u64>, tried: &[usize]) -> Option<usize> {
+        match self {
+            Algorithm::RoundRobin(b) => b.pick(endpoints, tried),
+            Algorithm::Random(b) => b.pick(endpoints, tried),
+            Algorithm::LeastRequests(b) => b.pick(endpoints, tried),
+            Algorithm::PeakEwma(b) => b.pick(endpoints, tried),
+            Algorithm::ConsistentHash(b) => b.pick(endpoints, key, tried),
+            Algorithm::Maglev(b) => b.pick(endpoints, key, tried),
+        }
+    }
+}
+
+/// A key's fixed fraction in [0, 1) for slow start's hand-over: a second
+/// hash of the key hash, so it is independent of where the key falls on the
+/// ring or in the table.
+#[inline]
+pub fn key_fraction(key: u64) -> f64 {
+    let mixed = xxhash_rust::xxh3::xxh3_64_with_seed(&key.to_le_bytes(), 0x510f_57a7);
+    (mixed >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Whether endpoint `i` may take this request.
@@ -159,6 +260,7 @@ pub(crate) mod testing {
                 address: address.as_str().into(),
                 authority: address.parse().unwrap(),
                 weight: *w,
+                priority: 0,
                 client: Arc::new(crate::upstream::client::build(&config, address)),
                 state: Arc::new(EndpointState::new(
                     ("u", address),

@@ -41,6 +41,15 @@ pub const DEFAULT_RETRY_ON: RetryOn = RetryOn {
     ..RetryOn::none()
 };
 
+pub const DEFAULT_SLOW_START: Duration = Duration::ZERO;
+
+// [upstream.NAME.discovery]
+pub const DEFAULT_DISCOVERY_MIN_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_DISCOVERY_MAX_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_REMOVED_PERCENT: u32 = 50;
+/// SRV weights are clamped to 1..=this (the largest endpoint weight).
+pub const DEFAULT_DISCOVERY_WEIGHT: u32 = 1;
+
 // [upstream.NAME.health_check]
 pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);

@@ -135,9 +135,49 @@ pub struct UpstreamConfig {
     pub retries: u32,
     pub retry_on: RetryOn,
     pub fail_open: bool,
+    /// As written; empty when `discovery` gives the endpoints.
     pub endpoints: Vec<EndpointConfig>,
+    /// Endpoints from DNS instead of `endpoints`.
+    pub discovery: Option<DiscoveryConfig>,
+    /// A joining or returning endpoint's ramp; zero = off.
+    pub slow_start: Duration,
     pub health_check: Option<HealthCheckConfig>,
     pub outlier: Option<OutlierConfig>,
+}
+
+/// `[upstream.NAME.discovery]`: endpoints from DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// The name to resolve, as written.
+    pub name: String,
+    pub kind: DiscoveryKind,
+    /// Type `a`: the port of every endpoint.
+    pub port: u16,
+    /// Type `a`: the weight of every endpoint.
+    pub weight: u32,
+    /// The DNS server to ask; `None` = the system's resolvers.
+    pub resolver: Option<std::net::SocketAddr>,
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+    pub max_removed_percent: u32,
+}
+
+/// What a discovery name is resolved for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryKind {
+    /// A and AAAA records.
+    A,
+    /// SRV records, then each target's A and AAAA records.
+    Srv,
+}
+
+impl DiscoveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryKind::A => "a",
+            DiscoveryKind::Srv => "srv",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +223,8 @@ pub struct EndpointConfig {
     pub address: String,
     /// 0 = drained.
     pub weight: u32,
+    /// SRV priority (lower serves first); 0 for configured endpoints.
+    pub priority: u16,
 }
 
 /// `[upstream.NAME.health_check]`.

@@ -175,10 +175,7 @@ impl Prepared {
         retry::retries_status(upstream, status)
             && (self.safe || self.empty_body)
             && self.body_again()
-            && upstream
-                .balancer
-                .pick(&upstream.endpoints, self.key, tried)
-                .is_some()
+            && upstream.pick(self.key, tried).is_some()
     }
 
     /// Whether a failed attempt is retried: `retry_on` lists its cause, the
@@ -277,7 +274,7 @@ fn prepare(
 /// not tried yet, or, while `fail_open` holds (no endpoint usable), any.
 #[inline]
 fn pick(upstream: &Upstream, key: Option<u64>, tried: &[usize], attempt: u32) -> Option<usize> {
-    let picked = upstream.balancer.pick(&upstream.endpoints, key, tried);
+    let picked = upstream.pick(key, tried);
     if upstream.fail_open && attempt == 0 {
         upstream.note_failing_open(picked.is_none());
     }

@@ -10,6 +10,7 @@
 //! at any step changes nothing.
 
 mod inputs;
+mod membership;
 mod signal;
 mod watch;
 
@@ -21,6 +22,7 @@ pub use signal::{Hangup, on_sighup};
 pub use watch::{DEBOUNCE, Watcher, watch};
 
 use crate::config;
+use crate::discovery::Supervisor as DiscoverySupervisor;
 use crate::listener::set::ListenerSet;
 use crate::listener::{BoundListener, Serving};
 use crate::state::{ReloadOutcome, Shared, Snapshot};
@@ -39,6 +41,7 @@ pub struct Reloader {
 struct Running {
     listeners: ListenerSet,
     health: Supervisor,
+    discovery: DiscoverySupervisor,
 }
 
 impl Reloader {
@@ -51,25 +54,33 @@ impl Reloader {
         max_connections: usize,
     ) -> Arc<Self> {
         let mut health = Supervisor::default();
-        health.sync(&shared, &shared.snapshot.load().upstreams);
+        let snapshot = shared.snapshot.load_full();
+        health.sync(&shared, &snapshot.upstreams);
+        let mut discovery = DiscoverySupervisor::default();
+        discovery.sync(&shared, &membership::discoveries(&snapshot));
         let loaded = inputs::fingerprint(&shared.config_path, &Ok(shared.config_text()));
-        Arc::new(Self {
+        let reloader = Arc::new(Self {
             last_attempt: Mutex::new(loaded),
             running: Mutex::new(Running {
                 listeners: ListenerSet::start(serving, listeners, max_connections),
                 health,
+                discovery,
             }),
             shared,
-        })
+        });
+        membership::start(&reloader.shared, Arc::downgrade(&reloader));
+        reloader
     }
 
     fn lock(&self) -> MutexGuard<'_, Running> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stops every health check (at shutdown).
+    /// Stops every health check and discovery task (at shutdown).
     pub fn stop_health_checks(&self) {
-        self.lock().health.stop();
+        let mut running = self.lock();
+        running.health.stop();
+        running.discovery.stop();
     }
 
     /// Reloads from the file (SIGHUP, `POST /reload`: always); the new
@@ -143,6 +154,10 @@ impl Reloader {
         self.shared.snapshot.store(Arc::clone(&snapshot));
         running.listeners.commit(plan, &config);
         running.health.sync(&self.shared, &snapshot.upstreams);
+        running
+            .discovery
+            .sync(&self.shared, &membership::discoveries(&snapshot));
+        membership::schedule_ramp_ends(&self.shared, &snapshot.upstreams);
         self.warn_about_restart_only(&config);
         self.shared.set_config_text(text);
         Ok(generation)

@@ -20,6 +20,8 @@ pub struct Endpoint {
     /// The address as a URI authority, parsed once.
     pub authority: http::uri::Authority,
     pub weight: u32,
+    /// SRV priority (lower serves first); 0 for configured endpoints.
+    pub priority: u16,
     pub state: Arc<EndpointState>,
     /// The keep-alive pool; carried to the next snapshot while the
     /// upstream's connection settings stay the same.
@@ -48,6 +50,14 @@ pub struct EndpointState {
     ewma_ns: AtomicU64,
     /// When `ewma_ns` was last updated, in ns since the process epoch.
     ewma_at: AtomicU64,
+    /// Slow start: the upstream's window in ms (0 = off), set by each build.
+    slow_start_ms: AtomicU64,
+    /// When the current ramp began, in ms since the process epoch plus one;
+    /// 0 = not ramping.
+    ramp_from: AtomicU64,
+    /// Usable at some time: a return to usable ramps, a first probe's
+    /// pass of an endpoint that started unusable does not.
+    ever_usable: AtomicBool,
     pub metrics: EndpointMetrics,
 }
 
@@ -88,6 +98,7 @@ pub struct EndpointMetrics {
     pub ejections: Counter,
     pub checks_passed: Counter,
     pub checks_failed: Counter,
+    pub slow_start: Gauge,
 }
 
 /// Counts one request in flight on an endpoint until dropped, whatever way
@@ -104,6 +115,16 @@ pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the process epoch on the runtime's clock (the
+/// system's, unless a test paused it), which slow-start ramps are measured
+/// on.
+pub fn now_ms() -> u64 {
+    tokio::time::Instant::now()
+        .into_std()
+        .saturating_duration_since(epoch())
+        .as_millis() as u64
 }
 
 impl EndpointState {
@@ -132,7 +153,50 @@ impl EndpointState {
             upstream_in_flight,
             ewma_ns: AtomicU64::new(0),
             ewma_at: AtomicU64::new(0),
+            slow_start_ms: AtomicU64::new(0),
+            ramp_from: AtomicU64::new(0),
+            ever_usable: AtomicBool::new(!initially_down),
         }
+    }
+
+    /// Sets the upstream's slow-start window (each build).
+    pub fn set_slow_start(&self, window: Duration) {
+        self.slow_start_ms
+            .store(window.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Starts a ramp now, if slow start is on (an endpoint that joins or
+    /// comes back).
+    pub fn start_ramp(&self) {
+        if self.slow_start_ms.load(Ordering::Relaxed) > 0 {
+            self.ramp_from.store(now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// The ramp's progress at `now` (ms since the process epoch): its share
+    /// grows linearly from 0.1 to 1 over the window; `None` when not ramping.
+    #[inline]
+    pub fn ramp_progress_at(&self, now: u64) -> Option<f64> {
+        let from = self.ramp_from.load(Ordering::Relaxed);
+        if from == 0 {
+            return None;
+        }
+        let window = self.slow_start_ms.load(Ordering::Relaxed);
+        let elapsed = (now + 1).saturating_sub(from);
+        (elapsed < window).then(|| 0.1 + 0.9 * elapsed as f64 / window as f64)
+    }
+
+    /// The ramp's progress now; `None` when not ramping.
+    pub fn ramp_progress(&self) -> Option<f64> {
+        self.ramp_progress_at(now_ms())
+    }
+
+    /// How long the current ramp has to run; `None` when not ramping.
+    pub fn ramp_remaining(&self) -> Option<Duration> {
+        let from = self.ramp_from.load(Ordering::Relaxed);
+        let window = self.slow_start_ms.load(Ordering::Relaxed);
+        let end = (from + window).checked_sub(now_ms() + 1)?;
+        (from != 0 && end > 0).then(|| Duration::from_millis(end))
     }
 
     /// Usable: healthy and weight above 0.
@@ -177,6 +241,9 @@ impl EndpointState {
         }
         self.set_healthy(healthy);
         let weighted = self.flags.load(Ordering::Relaxed) & WEIGHTED != 0;
+        if healthy && self.ever_usable.swap(true, Ordering::Relaxed) {
+            self.start_ramp();
+        }
         if healthy {
             self.metrics.to_usable.increment(1);
             tracing::info!(upstream = %self.upstream, endpoint = %self.address, cause, weighted, "endpoint usable");
@@ -276,6 +343,7 @@ impl EndpointMetrics {
             ejections: metrics.counter(m::ENDPOINT_EJECTIONS, &labels),
             checks_passed: metrics.counter(m::HEALTH_CHECKS, &with("result", "pass")),
             checks_failed: metrics.counter(m::HEALTH_CHECKS, &with("result", "fail")),
+            slow_start: metrics.gauge(m::ENDPOINT_SLOW_START, &labels),
         }
     }
 }

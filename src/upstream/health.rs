@@ -35,7 +35,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts probes for endpoints of `snapshot` that need them and stops
     /// those of endpoints (or checks) that are gone or changed.
-    pub fn sync<N: UsabilityListener>(&mut self, listener: &Arc<N>, upstreams: &[Upstream]) {
+    pub fn sync<N: UsabilityListener>(&mut self, listener: &Arc<N>, upstreams: &[Arc<Upstream>]) {
         let mut wanted: HashMap<(Arc<str>, Arc<str>), (HealthCheckConfig, Endpoint)> =
             HashMap::new();
         for u in upstreams {

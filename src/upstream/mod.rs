@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::balance::Balancer;
-use crate::config::{HealthCheckConfig, OutlierConfig, Protocol, RetryOn, UpstreamConfig};
+use crate::config::{
+    EndpointConfig, HealthCheckConfig, OutlierConfig, Protocol, RetryOn, UpstreamConfig,
+};
+use crate::discovery::Discovery;
 
 pub mod client;
 pub mod endpoint;
@@ -27,8 +30,19 @@ use crate::metrics::{self as m, Metrics};
 #[derive(Debug)]
 pub struct Upstream {
     pub name: Arc<str>,
+    /// As configured; the membership step builds the next one from it.
+    pub config: Arc<UpstreamConfig>,
+    /// Where a discovered upstream's endpoints come from (carried to the
+    /// next build while its table stays the same).
+    pub discovery: Option<Arc<Discovery>>,
     pub balance: crate::config::BalanceKind,
+    /// Every endpoint, the serving priority level first (`serving` of them).
     pub endpoints: Vec<Endpoint>,
+    /// The endpoints of the lowest priority value with a usable endpoint
+    /// when built (SRV backups; all of them otherwise): `endpoints[..serving]`.
+    pub serving: usize,
+    /// Whether each endpoint was usable when built (keys moved).
+    usable_when_built: Vec<bool>,
     pub balancer: Balancer,
     pub protocol: Protocol,
     pub response_timeout: Duration,
@@ -73,12 +87,36 @@ pub struct UpstreamMetrics {
     pub fail_open_requests: metrics::Counter,
     pub usable_endpoints: metrics::Gauge,
     pub failing_open: metrics::Gauge,
+    pub keys_moved: metrics::Gauge,
 }
 
 impl Upstream {
-    /// Builds the upstream, reusing endpoint state from `previous` by address.
+    /// Builds the upstream of a configured endpoint list, reusing endpoint
+    /// state from `previous` by address.
     pub fn build(
         config: &UpstreamConfig,
+        previous: Option<&Upstream>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        Self::assemble(
+            Arc::new(config.clone()),
+            None,
+            &config.endpoints,
+            previous,
+            metrics,
+        )
+    }
+
+    /// The membership step's build: `members` (configured or discovered)
+    /// over the state of `previous` by address. A kept endpoint keeps its
+    /// state (health, ejection, in-flight count, latency, ramp) and, while
+    /// the connection settings stay the same, its pool; a new one starts in
+    /// `health_check.initial` and ramps (slow start) unless it is among the
+    /// upstream's first endpoints.
+    pub fn assemble(
+        config: Arc<UpstreamConfig>,
+        discovery: Option<Arc<Discovery>>,
+        members: &[EndpointConfig],
         previous: Option<&Upstream>,
         metrics: &Arc<Metrics>,
     ) -> Self {
@@ -86,58 +124,50 @@ impl Upstream {
             || Arc::new(AtomicU64::new(0)),
             |e| e.state.upstream_in_flight(),
         );
-        // The pools carry over while nothing they were built from changed.
+        let joining = previous.is_some_and(|p| !p.endpoints.is_empty());
         let same_connections =
-            previous.is_some_and(|p| p.connections == ConnectionSettings::of(config));
-        let endpoints: Vec<Endpoint> = config
-            .endpoints
+            previous.is_some_and(|p| p.connections == ConnectionSettings::of(&config));
+        let mut endpoints: Vec<(u16, Endpoint)> = members
             .iter()
             .map(|e| {
                 let old = previous
                     .and_then(|p| p.endpoints.iter().find(|old| *old.address == *e.address));
-                let state = match old {
-                    Some(old) => {
-                        old.state.set_weight(e.weight);
-                        Arc::clone(&old.state)
-                    }
-                    None => Arc::new(EndpointState::new(
-                        (&config.name, &e.address),
-                        e.weight,
-                        config
-                            .health_check
-                            .as_ref()
-                            .is_some_and(|h| !h.initial_usable),
-                        Arc::clone(&in_flight),
-                        EndpointMetrics::new(metrics, &config.name, &e.address),
-                    )),
+                let fresh = Fresh {
+                    in_flight: &in_flight,
+                    joining,
+                    same_connections,
+                    metrics,
                 };
-                let client = match old {
-                    Some(old) if same_connections => Arc::clone(&old.client),
-                    _ => Arc::new(client::build(config, &e.address)),
-                };
-                Endpoint {
-                    authority: e.address.parse().expect("validated as host:port"),
-                    address: e.address.as_str().into(),
-                    weight: e.weight,
-                    state,
-                    client,
-                }
+                (e.priority, endpoint(&config, e, old, &fresh))
             })
             .collect();
+        // The serving level first: the lowest priority value with a usable
+        // endpoint, or the lowest of all when none is.
+        endpoints.sort_by_key(|(priority, _)| *priority);
+        let level = endpoints
+            .iter()
+            .find(|(_, e)| e.state.is_usable())
+            .or(endpoints.first())
+            .map_or(0, |(p, _)| *p);
+        endpoints.sort_by_key(|(priority, _)| (*priority != level, *priority));
+        let serving = endpoints.iter().filter(|(p, _)| *p == level).count();
+        let endpoints: Vec<Endpoint> = endpoints.into_iter().map(|(_, e)| e).collect();
+        let usable_when_built = endpoints.iter().map(|e| e.state.is_usable()).collect();
         let failing_open = config.fail_open && !endpoints.iter().any(|e| e.state.is_usable());
+        let labels = [("upstream", config.name.as_str())];
         Self {
-            connections: ConnectionSettings::of(config),
+            connections: ConnectionSettings::of(&config),
             name: config.name.as_str().into(),
             balance: config.balance,
-            balancer: Balancer::new(config, &endpoints, in_flight),
+            balancer: Balancer::new(&config, &endpoints[..serving], in_flight),
+            serving,
+            usable_when_built,
+            // Each retry goes to another endpoint: a pool of one has none to
+            // offer, and its requests then keep no copy of their headers.
+            retries: config.retries.min(endpoints.len().saturating_sub(1) as u32),
             endpoints,
             protocol: config.protocol,
             response_timeout: config.response_timeout,
-            // Each retry goes to another endpoint: a pool of one has none to
-            // offer, and its requests then keep no copy of their headers.
-            retries: config
-                .retries
-                .min(config.endpoints.len().saturating_sub(1) as u32),
             retry_on: config.retry_on,
             fail_open: config.fail_open,
             health_check: config.health_check.clone(),
@@ -147,17 +177,57 @@ impl Upstream {
             failing_open: AtomicBool::new(failing_open),
             fail_open_cursor: AtomicUsize::new(0),
             metrics: UpstreamMetrics {
-                retries: metrics.counter(m::UPSTREAM_RETRIES, &[("upstream", &config.name)]),
-                fail_open_requests: metrics.counter(
-                    m::UPSTREAM_FAIL_OPEN_REQUESTS,
-                    &[("upstream", &config.name)],
-                ),
-                usable_endpoints: metrics
-                    .gauge(m::UPSTREAM_USABLE_ENDPOINTS, &[("upstream", &config.name)]),
-                failing_open: metrics
-                    .gauge(m::UPSTREAM_FAILING_OPEN, &[("upstream", &config.name)]),
+                retries: metrics.counter(m::UPSTREAM_RETRIES, &labels),
+                fail_open_requests: metrics.counter(m::UPSTREAM_FAIL_OPEN_REQUESTS, &labels),
+                usable_endpoints: metrics.gauge(m::UPSTREAM_USABLE_ENDPOINTS, &labels),
+                failing_open: metrics.gauge(m::UPSTREAM_FAILING_OPEN, &labels),
+                keys_moved: metrics.gauge(m::UPSTREAM_KEYS_MOVED, &labels),
             },
+            discovery,
+            config,
         }
+    }
+
+    /// Picks among the serving endpoints (see [`Balancer::pick`]).
+    #[inline]
+    pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> Option<usize> {
+        self.balancer
+            .pick(&self.endpoints[..self.serving], key, tried)
+    }
+
+    /// The share of the hash space whose endpoint changed from `before` to
+    /// this build (0 for the algorithms that do not hash).
+    pub fn keys_moved_since(&self, before: &Upstream) -> f64 {
+        self.balancer.keys_moved(
+            &self.endpoints[..self.serving],
+            &self.usable_when_built,
+            (
+                &before.balancer,
+                &before.endpoints[..before.serving],
+                &before.usable_when_built,
+            ),
+        )
+    }
+
+    /// Whether some endpoint ramps now (slow start); the membership step
+    /// builds again when the first ramp ends.
+    pub fn next_ramp_end(&self) -> Option<Duration> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.state.ramp_remaining())
+            .min()
+    }
+
+    /// The members as this build has them, for a build that keeps them.
+    pub fn members(&self) -> Vec<EndpointConfig> {
+        self.endpoints
+            .iter()
+            .map(|e| EndpointConfig {
+                address: e.address.to_string(),
+                weight: e.weight,
+                priority: e.priority,
+            })
+            .collect()
     }
 
     /// Sets the gauges that mirror state (read at scrape time).
@@ -168,6 +238,8 @@ impl Upstream {
             usable += usize::from(ok);
             e.state.metrics.in_flight.set(e.state.in_flight() as f64);
             e.state.metrics.usable.set(if ok { 1.0 } else { 0.0 });
+            let share = e.state.ramp_progress().unwrap_or(1.0);
+            e.state.metrics.slow_start.set(share);
         }
         self.metrics.usable_endpoints.set(usable as f64);
         let failing_open = self.failing_open.load(Ordering::Relaxed);
@@ -206,5 +278,64 @@ impl Upstream {
                 tracing::info!(upstream = %self.name, "usable endpoints again: fail-open over");
             }
         }
+    }
+}
+
+/// What a build gives each endpoint it makes.
+struct Fresh<'a> {
+    in_flight: &'a Arc<AtomicU64>,
+    /// The upstream had endpoints: a new one joins (and ramps).
+    joining: bool,
+    /// The connection settings did not change: pools carry over.
+    same_connections: bool,
+    metrics: &'a Arc<Metrics>,
+}
+
+/// One endpoint of a build: `old`'s state and pool when it had this
+/// address, else new ones.
+fn endpoint(
+    config: &UpstreamConfig,
+    e: &EndpointConfig,
+    old: Option<&Endpoint>,
+    fresh: &Fresh<'_>,
+) -> Endpoint {
+    let Fresh {
+        in_flight,
+        joining,
+        same_connections,
+        metrics,
+    } = *fresh;
+    let state = match old {
+        Some(old) => {
+            old.state.set_weight(e.weight);
+            Arc::clone(&old.state)
+        }
+        None => Arc::new(EndpointState::new(
+            (&config.name, &e.address),
+            e.weight,
+            config
+                .health_check
+                .as_ref()
+                .is_some_and(|h| !h.initial_usable),
+            Arc::clone(in_flight),
+            EndpointMetrics::new(metrics, &config.name, &e.address),
+        )),
+    };
+    state.set_slow_start(config.slow_start);
+    if old.is_none() && joining {
+        state.start_ramp();
+    }
+    // The pool carries over while nothing it was built from changed.
+    let client = match old {
+        Some(old) if same_connections => Arc::clone(&old.client),
+        _ => Arc::new(client::build(config, &e.address)),
+    };
+    Endpoint {
+        authority: e.address.parse().expect("validated as host:port"),
+        address: e.address.as_str().into(),
+        weight: e.weight,
+        priority: e.priority,
+        state,
+        client,
     }
 }

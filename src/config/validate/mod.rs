@@ -4,6 +4,7 @@
 //! `[access_log]`), `listener.rs`, `route.rs`, `upstream.rs` (with its
 //! `health_check` and `outlier`); the helpers all of them use are here.
 
+mod discovery;
 mod listener;
 mod route;
 mod server;

@@ -25,7 +25,9 @@ const UPSTREAM_KEYS: &[&str] = &[
     "retries",
     "retry_on",
     "fail_open",
+    "slow_start",
     "endpoints",
+    "discovery",
     "health_check",
     "outlier",
 ];
@@ -104,7 +106,22 @@ pub(super) fn upstream(
         )
         .map_or(DEFAULT_PROTOCOL, |f| f.value);
     let retry_on = retry_on(t, issues);
-    let endpoints = endpoints(t, issues);
+    let discovery = t
+        .table("discovery", issues)
+        .map(|d| super::discovery::discovery(&d, issues));
+    let endpoints = match (t.value("endpoints"), &discovery) {
+        (None, None) | (Some(_), Some(_)) => {
+            // At the table's header: neither key is wrong on its own.
+            issues.push(
+                t.span.clone(),
+                t.path.clone(),
+                "needs exactly one of `endpoints` and a `discovery` table",
+            );
+            None
+        }
+        (None, Some(_)) => Some(Vec::new()),
+        (Some(_), None) => endpoints(t, issues),
+    };
     let health_check = t
         .table("health_check", issues)
         .map(|h| health_check(&h, issues));
@@ -128,6 +145,8 @@ pub(super) fn upstream(
             retry_on,
             fail_open: t.bool("fail_open", issues).unwrap_or(false),
             endpoints: endpoints?,
+            discovery: discovery.flatten(),
+            slow_start: optional_duration(t, "slow_start", issues),
             health_check,
             outlier,
         },
@@ -209,13 +228,20 @@ pub(super) fn parse_hash_key(s: &str) -> Result<HashKey, String> {
     }
 }
 
-fn endpoints(t: &Table<'_, '_>, issues: &mut Issues) -> Option<Vec<EndpointConfig>> {
-    let Some(list) = t.array("endpoints", issues) else {
-        if t.value("endpoints").is_none() {
-            t.missing("endpoints", issues);
+/// A duration that may be 0 (off), at most an hour.
+fn optional_duration(t: &Table<'_, '_>, key: &str, issues: &mut Issues) -> std::time::Duration {
+    match t.parsed(key, crate::config::units::parse_duration, issues) {
+        Some(f) if f.value > std::time::Duration::from_secs(3600) => {
+            f.fail(issues, "must be at most 1h");
+            DEFAULT_SLOW_START
         }
-        return None;
-    };
+        Some(f) => f.value,
+        None => DEFAULT_SLOW_START,
+    }
+}
+
+fn endpoints(t: &Table<'_, '_>, issues: &mut Issues) -> Option<Vec<EndpointConfig>> {
+    let list = t.array("endpoints", issues)?;
     if list.value.is_empty() {
         list.fail(issues, "must not be empty");
         return None;
@@ -248,6 +274,7 @@ fn endpoints(t: &Table<'_, '_>, issues: &mut Issues) -> Option<Vec<EndpointConfi
         out.push(EndpointConfig {
             address: address.value.to_owned(),
             weight,
+            priority: 0,
         });
     }
     Some(out)
