@@ -46,6 +46,10 @@ struct Record {
     last_error: Option<String>,
     /// Failed resolutions in a row (the retry backs off).
     failures: u32,
+    /// An answer of this table has been applied: until then the endpoints
+    /// in use are a reload's (of another table), which its first answer
+    /// replaces whatever it removes.
+    answered: bool,
 }
 
 #[derive(Debug)]
@@ -161,7 +165,7 @@ impl Discovery {
         }
         let outcome = match &record.endpoints {
             Some(current) if *current == endpoints => Outcome::Unchanged,
-            Some(current) if self.removes_too_many(current, &endpoints) => {
+            Some(current) if record.answered && self.removes_too_many(current, &endpoints) => {
                 let agreeing = match &record.held {
                     Some((held, n)) if *held == endpoints => n + 1,
                     _ => 1,
@@ -187,6 +191,7 @@ impl Discovery {
             _ => Outcome::Changed,
         };
         record.held = None;
+        record.answered = true;
         self.metrics.success.increment(1);
         if outcome == Outcome::Changed {
             self.metrics.endpoints.set(endpoints.len() as f64);

@@ -10,8 +10,9 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
 };
-use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::RData;
 
 use crate::config::{DiscoveryConfig, DiscoveryKind, EndpointConfig, MAX_WEIGHT};
@@ -149,6 +150,15 @@ fn describe(error: &NetError) -> String {
         "the answer has no records".into()
     } else if matches!(error, NetError::Timeout) {
         "no answer from the DNS server (timeout)".into()
+    } else if let NetError::Dns(DnsError::ResponseCode(code)) = error {
+        let name = match code {
+            ResponseCode::ServFail => "SERVFAIL",
+            ResponseCode::Refused => "REFUSED",
+            ResponseCode::FormErr => "FORMERR",
+            ResponseCode::NotImp => "NOTIMP",
+            other => other.to_str(),
+        };
+        format!("{name}: the DNS server answered with an error")
     } else {
         error.to_string()
     }

@@ -125,3 +125,16 @@ fn the_next_resolution_follows_the_ttl_within_bounds_and_backs_off() {
         .collect();
     assert_eq!(backoff, [1, 2, 4, 8, 16, 30, 30]);
 }
+
+#[test]
+fn the_first_answer_of_a_changed_table_replaces_what_a_reload_kept() {
+    let d = Discovery::new(
+        "api",
+        config(50),
+        Some(list(&[1, 2, 3, 4])),
+        &Metrics::disabled(),
+    );
+    assert!(d.is_ready());
+    assert_eq!(d.consider(Ok(list(&[9]))), Outcome::Changed);
+    assert_eq!(d.consider(Ok(list(&[9]))), Outcome::Unchanged);
+}

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+pub mod dns;
 pub mod h2raw;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
