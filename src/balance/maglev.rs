@@ -38,8 +38,8 @@ pub struct Maglev {
     pub key: Option<HashKey>,
     /// Over the usable endpoints when built.
     table: Box<[u32]>,
-    /// While endpoints ramp: the table without them.
-    without_ramping: Option<Box<[u32]>>,
+    /// While endpoints ramp: the table without them, and which they are.
+    without_ramping: Option<(Box<[u32]>, Vec<u32>)>,
     /// Requests without a key.
     fallback: RoundRobin,
 }
@@ -57,8 +57,12 @@ impl Maglev {
         let usable = |i: usize| endpoints[i].state.is_usable();
         let table = MaglevTable::build(endpoints, usable).entries.into();
         let without_ramping = ramping.then(|| {
-            let settled = |i: usize| usable(i) && endpoints[i].state.ramp_progress().is_none();
-            MaglevTable::build(endpoints, settled).entries.into()
+            let ramps = |i: usize| endpoints[i].state.ramp_progress().is_some();
+            let settled = MaglevTable::build(endpoints, |i| usable(i) && !ramps(i));
+            let ramping = (0..endpoints.len() as u32)
+                .filter(|&i| ramps(i as usize))
+                .collect();
+            (settled.entries.into(), ramping)
         });
         Self {
             key,
@@ -92,11 +96,16 @@ impl Maglev {
         now: u64,
     ) -> Option<usize> {
         let full = self.pick(endpoints, Some(key), tried)?;
-        let Some(settled) = &self.without_ramping else {
+        let Some((settled, ramping)) = &self.without_ramping else {
             return Some(full);
         };
-        if let Some(progress) = endpoints[full].state.ramp_progress_at(now)
-            && super::key_fraction(key) < progress
+        // A ramping endpoint takes the keys under its progress (all of
+        // them once its ramp is over, until the next build).
+        if ramping.contains(&(full as u32))
+            && endpoints[full]
+                .state
+                .ramp_progress_at(now)
+                .is_none_or(|progress| super::key_fraction(key) < progress)
         {
             return Some(full);
         }

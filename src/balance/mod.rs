@@ -20,6 +20,8 @@ pub mod moved;
 mod peak_ewma;
 mod random;
 mod round_robin;
+#[cfg(test)]
+mod slow_start_tests;
 
 pub use alias::Alias;
 pub use consistent_hash::{ConsistentHash, Ring};
