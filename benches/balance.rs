@@ -11,6 +11,32 @@ use fulcrum::balance::{MaglevTable, Ring};
 use fulcrum::upstream::Upstream;
 
 fn upstream(balance: &str, n: usize) -> Upstream {
+    Upstream::build(
+        &config(balance, n, ""),
+        None,
+        &fulcrum::metrics::Metrics::disabled(),
+    )
+}
+
+/// `n` endpoints, the last of them joining with a one-hour slow start (so
+/// it ramps through the whole run).
+fn ramping_upstream(balance: &str, n: usize) -> Upstream {
+    let metrics = fulcrum::metrics::Metrics::disabled();
+    let before = Upstream::build(
+        &config(balance, n - 1, "slow_start = \"1h\"\n"),
+        None,
+        &metrics,
+    );
+    let after = Upstream::build(
+        &config(balance, n, "slow_start = \"1h\"\n"),
+        Some(&before),
+        &metrics,
+    );
+    assert!(after.balancer.is_ramping());
+    after
+}
+
+fn config(balance: &str, n: usize, extra: &str) -> fulcrum::config::UpstreamConfig {
     let endpoints: Vec<String> = (0..n)
         .map(|i| {
             format!(
@@ -27,15 +53,11 @@ fn upstream(balance: &str, n: usize) -> Upstream {
         ""
     };
     let text = format!(
-        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[upstream.u]\nbalance = \"{balance}\"\n{key}endpoints = [{}]\n",
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n[upstream.u]\nbalance = \"{balance}\"\n{key}{extra}endpoints = [{}]\n",
         endpoints.join(", ")
     );
     let config = fulcrum::config::parse(Path::new("bench.toml"), &text).expect("valid");
-    Upstream::build(
-        &config.upstreams[0],
-        None,
-        &fulcrum::metrics::Metrics::disabled(),
-    )
+    config.upstreams[0].clone()
 }
 
 fn picks(c: &mut Criterion) {
@@ -78,6 +100,31 @@ fn picks(c: &mut Criterion) {
                 })
             });
         }
+    }
+    group.finish();
+
+    // The same picks while one endpoint of 100 ramps (slow start).
+    let mut group = c.benchmark_group("pick_ramping");
+    for balance in [
+        "round_robin",
+        "random",
+        "least_requests",
+        "peak_ewma",
+        "consistent_hash",
+        "maglev",
+    ] {
+        let u = ramping_upstream(balance, 100);
+        let mut i = 0usize;
+        group.bench_with_input(BenchmarkId::new(balance, 100), &100, |b, _| {
+            b.iter(|| {
+                i = (i + 1) & 1023;
+                let key = u
+                    .balancer
+                    .hash_key()
+                    .and_then(|k| hash_key::hash(k, &requests[i], client));
+                black_box(u.pick(key, &[]))
+            })
+        });
     }
     group.finish();
 

@@ -121,9 +121,29 @@ fn settings(u: &UpstreamConfig) -> Vec<(&'static str, String)> {
         ("retries", u.retries.to_string()),
         ("retry_on", retry_on(&u.retry_on)),
         ("fail_open", u.fail_open.to_string()),
+        ("slow_start", format!("{:?}", u.slow_start)),
         ("health_check", on_off(u.health_check.is_some())),
         ("outlier", on_off(u.outlier.is_some())),
+        ("discovery", on_off(u.discovery.is_some())),
     ];
+    if let Some(d) = &u.discovery {
+        out.extend([
+            ("discovery.name", d.name.clone()),
+            ("discovery.type", d.kind.as_str().to_string()),
+            ("discovery.port", d.port.to_string()),
+            ("discovery.weight", d.weight.to_string()),
+            (
+                "discovery.resolver",
+                d.resolver.map_or("system".into(), |r| r.to_string()),
+            ),
+            ("discovery.min_interval", format!("{:?}", d.min_interval)),
+            ("discovery.max_interval", format!("{:?}", d.max_interval)),
+            (
+                "discovery.max_removed_percent",
+                d.max_removed_percent.to_string(),
+            ),
+        ]);
+    }
     if let Some(h) = &u.health_check {
         out.extend([
             ("health_check.path", h.path.clone()),
@@ -278,12 +298,21 @@ fn upstreams(old: &Config, new: &Config, out: &mut String) {
     let mut lines = Vec::new();
     for u in &new.upstreams {
         let Some(o) = old.upstream(&u.name) else {
-            lines.push(format!(
-                "+ {} ({}, {} endpoints)",
-                u.name,
-                u.balance.as_str(),
-                u.endpoints.len()
-            ));
+            lines.push(match &u.discovery {
+                Some(d) => format!(
+                    "+ {} ({}, endpoints from DNS: {} {})",
+                    u.name,
+                    u.balance.as_str(),
+                    d.kind.as_str(),
+                    d.name
+                ),
+                None => format!(
+                    "+ {} ({}, {} endpoints)",
+                    u.name,
+                    u.balance.as_str(),
+                    u.endpoints.len()
+                ),
+            });
             continue;
         };
         let mut changes = changed(&settings(o), &settings(u));
@@ -314,6 +343,61 @@ fn upstreams(old: &Config, new: &Config, out: &mut String) {
     section(out, "upstreams", lines);
 }
 
+/// The endpoints each discovered upstream of a running instance uses now,
+/// from its /status document: a reload keeps them while the upstream's
+/// discovery table stays the same.
+pub fn discovered(status: &serde_json::Value) -> String {
+    let mut lines = Vec::new();
+    let Some(upstreams) = status["upstreams"].as_object() else {
+        return String::new();
+    };
+    for (name, u) in upstreams {
+        let d = &u["discovery"];
+        if d.is_null() {
+            continue;
+        }
+        let endpoints: Vec<String> = u["endpoints"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|e| {
+                        format!(
+                            "{} (weight {})",
+                            e["address"].as_str().unwrap_or("?"),
+                            e["weight"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let error = d["last_error"]
+            .as_str()
+            .map_or(String::new(), |e| format!("; last error: {e}"));
+        let held = if d["held"] == true {
+            "; an answer is held"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "{name} ({} {}): {}{error}{held}",
+            d["type"].as_str().unwrap_or("?"),
+            d["name"].as_str().unwrap_or("?"),
+            if endpoints.is_empty() {
+                "none yet".to_string()
+            } else {
+                endpoints.join(", ")
+            },
+        ));
+    }
+    let mut out = String::new();
+    section(
+        &mut out,
+        "discovered endpoints in use (running instance)",
+        lines,
+    );
+    out
+}
+
 /// Whether the two build the same balancer: the same algorithm, key,
 /// bound and endpoints with their weights (health checks, timeouts and the
 /// like move no key).
@@ -322,6 +406,7 @@ fn same_balancer(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
         && a.hash_key == b.hash_key
         && a.bounded_load == b.bounded_load
         && a.endpoints == b.endpoints
+        && a.discovery == b.discovery
 }
 
 fn hashed(kind: BalanceKind) -> bool {

@@ -64,13 +64,18 @@ fn check(
                 return ExitCode::SUCCESS;
             }
             let running = match against {
-                Some(path) => config::load(path).map_err(|e| e.errors().join("\n")),
-                None => running_config(&config, admin),
+                Some(path) => config::load(path)
+                    .map(|c| (c, None))
+                    .map_err(|e| e.errors().join("\n")),
+                None => running_config(&config, admin).map(|(c, s)| (c, Some(s))),
             };
             match running {
-                Ok(running) => {
+                Ok((running, status)) => {
                     println!("changes a reload would make:");
                     print!("{}", fulcrum::diff::diff(&running, &config));
+                    if let Some(status) = status {
+                        print!("{}", fulcrum::diff::discovered(&status));
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
@@ -92,11 +97,11 @@ fn check(
 /// or at `admin.bind` of `config` (the candidate, which may have moved it:
 /// then name the running one). Its relative paths are resolved from the
 /// running config's own directory (`config_path` in /status), wherever the
-/// candidate is.
+/// candidate is. Also its /status document.
 fn running_config(
     config: &config::Config,
     admin: Option<std::net::SocketAddr>,
-) -> Result<config::Config, String> {
+) -> Result<(config::Config, serde_json::Value), String> {
     let mut addr = admin.or(config.admin.bind).ok_or(
         "admin.bind is \"\"; name the running instance's admin API with --admin, \
          or give the running config's path after --diff",
@@ -119,7 +124,8 @@ fn running_config(
     let path = status["config_path"]
         .as_str()
         .map_or_else(|| config.path.clone(), std::path::PathBuf::from);
-    config::parse(&path, &text).map_err(|e| e.errors().join("\n"))
+    let running = config::parse(&path, &text).map_err(|e| e.errors().join("\n"))?;
+    Ok((running, status))
 }
 
 /// The body of `GET path` from the admin API at `addr`.

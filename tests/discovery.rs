@@ -678,3 +678,59 @@ fn two_processes_resolving_one_name_map_keys_alike() {
         }
     });
 }
+
+#[tokio::test]
+async fn check_diff_shows_discovery_changes_and_the_running_endpoints() {
+    let dns = DnsServer::start().await;
+    let (port, _backends) = backends_on_one_port(&["a"]).await;
+    dns.set_addresses("app.test", &[loopback(1)], 1);
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running.toml");
+    let text = config(&dns, &format!("name = \"app.test\"\nport = {port}"), "");
+    std::fs::write(&running, &text).unwrap();
+    let proxy = Proxy::start_file(&running, false).await;
+    let admin = proxy.admin.unwrap();
+    let endpoint = SocketAddr::new(loopback(1), port);
+    wait_for_addresses(admin, &[endpoint]).await;
+    let candidate = dir.path().join("candidate.toml");
+    std::fs::write(
+        &candidate,
+        text.replace("[upstream.app]\n", "[upstream.app]\nslow_start = \"2s\"\n")
+            .replace(
+                "max_interval = \"200ms\"",
+                "max_interval = \"200ms\"\nmax_removed_percent = 20",
+            ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args([
+                "-c",
+                &candidate.display().to_string(),
+                "check",
+                "--diff",
+                "--admin",
+                &admin.to_string(),
+            ])
+            .env_remove("FULCRUM_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "endpoints from DNS: a app.test".to_string(),
+        "slow_start 0ns -> 2s".to_string(),
+        "discovery.max_removed_percent 50 -> 20".to_string(),
+        "discovered endpoints in use (running instance):".to_string(),
+        format!("app (a app.test): {endpoint} (weight 1)"),
+    ] {
+        assert!(stdout.contains(&line), "missing `{line}` in:\n{stdout}");
+    }
+}

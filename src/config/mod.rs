@@ -361,13 +361,32 @@ impl Config {
                 .as_ref()
                 .map(|k| format!(" by {k}"))
                 .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  {:<16} {}{key}, {} endpoint(s): {endpoints}",
-                u.name,
-                u.balance.as_str(),
-                u.endpoints.len()
-            );
+            match &u.discovery {
+                // `check` does not resolve.
+                Some(d) => {
+                    let port = match d.kind {
+                        DiscoveryKind::A => format!(", port {}", d.port),
+                        DiscoveryKind::Srv => String::new(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "  {:<16} {}{key}, endpoints from DNS: {} {}{port} (not resolved by check)",
+                        u.name,
+                        u.balance.as_str(),
+                        d.kind.as_str(),
+                        d.name
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  {:<16} {}{key}, {} endpoint(s): {endpoints}",
+                        u.name,
+                        u.balance.as_str(),
+                        u.endpoints.len()
+                    );
+                }
+            }
         }
         out
     }

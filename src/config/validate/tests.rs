@@ -211,3 +211,101 @@ fn a_shadowed_route_and_an_unused_upstream_are_warnings() {
     let c = validate(Path::new("f.toml"), Path::new("."), &apart).unwrap();
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
 }
+
+const DISCOVERED: &str = r#"
+[[listener]]
+name = "http"
+bind = "127.0.0.1:0"
+
+[[route]]
+upstream = "api"
+
+[upstream.api]
+slow_start = "30s"
+
+[upstream.api.discovery]
+name = "api.service.consul"
+port = 8080
+"#;
+
+#[test]
+fn discovery_gets_defaults_and_needs_exactly_one_source_of_endpoints() {
+    let c = validate(Path::new("f.toml"), Path::new("."), DISCOVERED).unwrap();
+    let u = &c.upstreams[0];
+    assert!(u.endpoints.is_empty());
+    assert_eq!(u.slow_start, std::time::Duration::from_secs(30));
+    let d = u.discovery.as_ref().unwrap();
+    assert_eq!((d.kind, d.port, d.weight), (DiscoveryKind::A, 8080, 1));
+    assert_eq!(d.resolver, None);
+    assert_eq!(d.min_interval, std::time::Duration::from_secs(1));
+    assert_eq!(d.max_interval, std::time::Duration::from_secs(30));
+    assert_eq!(d.max_removed_percent, 50);
+
+    let both = DISCOVERED.replace(
+        "slow_start = \"30s\"",
+        "endpoints = [{ address = \"127.0.0.1:1\" }]",
+    );
+    assert_eq!(
+        errors(&both),
+        ["f.toml:9:1: upstream.api: needs exactly one of `endpoints` and a `discovery` table"]
+    );
+    let neither = MINIMAL.replace("endpoints = [{ address = \"127.0.0.1:9001\" }]", "");
+    assert_eq!(
+        errors(&neither),
+        ["f.toml:9:1: upstream.api: needs exactly one of `endpoints` and a `discovery` table"]
+    );
+}
+
+#[test]
+fn discovery_errors_name_their_key() {
+    let cases = [
+        (
+            "port = 8080",
+            "",
+            "upstream.api.discovery.port: required when type = \"a\"",
+        ),
+        (
+            "port = 8080",
+            "type = \"srv\"\nport = 1",
+            "upstream.api.discovery.port: not allowed when type = \"srv\"",
+        ),
+        (
+            "port = 8080",
+            "type = \"mx\"\nport = 1",
+            "upstream.api.discovery.type: `mx` is not a discovery type",
+        ),
+        (
+            "name = \"api.service.consul\"",
+            "name = \"a b\"",
+            "upstream.api.discovery.name: `a b` is not a DNS name",
+        ),
+        (
+            "port = 8080",
+            "port = 8080\nresolver = \"dns\"",
+            "upstream.api.discovery.resolver: `dns` is not IP:port",
+        ),
+        (
+            "port = 8080",
+            "port = 8080\nmin_interval = \"1m\"",
+            "min_interval must not be above max_interval",
+        ),
+        (
+            "port = 8080",
+            "port = 8080\nmax_removed_percent = 101",
+            "upstream.api.discovery.max_removed_percent",
+        ),
+        (
+            "slow_start = \"30s\"",
+            "slow_start = \"2h\"",
+            "upstream.api.slow_start: must be at most 1h",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let text = DISCOVERED.replace(from, to);
+        let errors = errors(&text);
+        assert!(
+            errors.len() == 1 && errors[0].starts_with("f.toml:") && errors[0].contains(expected),
+            "{to}: {errors:?}"
+        );
+    }
+}

@@ -117,7 +117,8 @@ pub(super) fn upstream(
                 t.path.clone(),
                 "needs exactly one of `endpoints` and a `discovery` table",
             );
-            None
+            // Recorded; routes to it still resolve (no second error).
+            Some(Vec::new())
         }
         (None, Some(_)) => Some(Vec::new()),
         (Some(_), None) => endpoints(t, issues),
