@@ -44,7 +44,7 @@ pub struct Maglev {
     fallback: RoundRobin,
 }
 
-/// A Maglev lookup table: endpoint indices, [`EMPTY`] where none.
+/// A Maglev lookup table: endpoint indices, `u32::MAX` where none.
 #[derive(Debug, Clone)]
 pub struct MaglevTable {
     entries: Vec<u32>,
