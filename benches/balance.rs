@@ -61,7 +61,6 @@ fn config(balance: &str, n: usize, extra: &str) -> fulcrum::config::UpstreamConf
 }
 
 fn picks(c: &mut Criterion) {
-    let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let requests: Vec<http::request::Parts> = (0..1024)
         .map(|i| {
             http::Request::get("/")
@@ -87,18 +86,7 @@ fn picks(c: &mut Criterion) {
         "maglev",
     ] {
         for n in [3, 100, 1000] {
-            let u = upstream(balance, n);
-            let mut i = 0usize;
-            group.bench_with_input(BenchmarkId::new(balance, n), &n, |b, _| {
-                b.iter(|| {
-                    i = (i + 1) & 1023;
-                    let key = u
-                        .balancer
-                        .hash_key()
-                        .and_then(|k| hash_key::hash(k, &requests[i], client));
-                    black_box(u.pick(key, &[]))
-                })
-            });
+            bench_pick(&mut group, balance, &upstream(balance, n), n, &requests);
         }
     }
     group.finish();
@@ -114,17 +102,7 @@ fn picks(c: &mut Criterion) {
         "maglev",
     ] {
         let u = ramping_upstream(balance, 100);
-        let mut i = 0usize;
-        group.bench_with_input(BenchmarkId::new(balance, 100), &100, |b, _| {
-            b.iter(|| {
-                i = (i + 1) & 1023;
-                let key = u
-                    .balancer
-                    .hash_key()
-                    .and_then(|k| hash_key::hash(k, &requests[i], client));
-                black_box(u.pick(key, &[]))
-            })
-        });
+        bench_pick(&mut group, balance, &u, 100, &requests);
     }
     group.finish();
 
@@ -139,6 +117,29 @@ fn picks(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// One pick per iteration from `u`, key extraction and hashing included,
+/// over 1,024 requests with distinct keys.
+fn bench_pick(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    balance: &str,
+    u: &Upstream,
+    n: usize,
+    requests: &[http::request::Parts],
+) {
+    let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let mut i = 0usize;
+    group.bench_with_input(BenchmarkId::new(balance, n), &n, |b, _| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let key = u
+                .balancer
+                .hash_key()
+                .and_then(|k| hash_key::hash(k, &requests[i], client));
+            black_box(u.pick(key, &[]))
+        })
+    });
 }
 
 criterion_group!(benches, picks);

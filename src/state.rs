@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::access_log::AccessLog;
-use crate::config::{Config, ServerConfig, UpstreamConfig};
+use crate::config::{Config, ServerConfig};
 use crate::discovery::{Discovery, MembershipListener};
 use crate::listener::counts::ConnectionCounts;
 use crate::metrics::{self as m, CodeCounters, Metrics};
@@ -102,7 +102,7 @@ impl Snapshot {
             .iter()
             .map(|u| {
                 let old = previous.and_then(|p| p.upstream(&u.name));
-                Arc::new(build_upstream(u, old, metrics))
+                Arc::new(Upstream::build(u, old.map(|o| &**o), metrics))
             })
             .collect();
         let request_metrics = config
@@ -167,51 +167,6 @@ impl Snapshot {
         let per_route = self.request_metrics.get(listener)?;
         per_route.get(route.unwrap_or(per_route.len() - 1))
     }
-}
-
-/// Builds upstream `config` of a new generation over `old` (the one of the
-/// same name in the snapshot before). A discovered upstream keeps its
-/// record while its table stays the same, else starts a new one that keeps
-/// `old`'s endpoints serving until its first answer.
-fn build_upstream(
-    config: &UpstreamConfig,
-    old: Option<&Arc<Upstream>>,
-    metrics: &Arc<Metrics>,
-) -> Upstream {
-    let discovery =
-        config
-            .discovery
-            .as_ref()
-            .map(|table| match old.and_then(|o| o.discovery.as_ref()) {
-                Some(d) if d.config == *table => Arc::clone(d),
-                _ => {
-                    let serving = old.map(|o| o.members()).filter(|m| !m.is_empty());
-                    Arc::new(Discovery::new(
-                        &config.name,
-                        table.clone(),
-                        serving,
-                        metrics,
-                    ))
-                }
-            });
-    let members = match &discovery {
-        Some(d) => d.endpoints().unwrap_or_default(),
-        None => config.endpoints.clone(),
-    };
-    let upstream = Upstream::assemble(
-        Arc::new(config.clone()),
-        discovery,
-        &members,
-        old.map(|o| &**o),
-        metrics,
-    );
-    if let Some(old) = old {
-        upstream
-            .metrics
-            .keys_moved
-            .set(upstream.keys_moved_since(old));
-    }
-    upstream
 }
 
 impl RouteMetrics {

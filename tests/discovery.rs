@@ -556,6 +556,13 @@ async fn a_new_endpoint_ramps_up_with_slow_start() {
     assert!((0.28..0.39).contains(&late), "late share {late}");
 }
 
+/// `POST /reload`, which must succeed.
+async fn reload(admin: SocketAddr) {
+    let request = http::Request::post(format!("http://{admin}/reload"));
+    let (status, _, body) = send(&client(), request.body(empty()).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test]
 async fn a_reload_keeps_discovered_endpoints_and_a_changed_table_resolves_at_once() {
     let dns = DnsServer::start().await;
@@ -577,14 +584,7 @@ async fn a_reload_keeps_discovered_endpoints_and_a_changed_table_resolves_at_onc
     let asked = dns.queries("one.test");
     // Same table, another key changed: kept, not asked again.
     std::fs::write(&path, text("one.test", "retries = 2")).unwrap();
-    let (status_code, _, _) = send(
-        &client(),
-        http::Request::post(format!("http://{admin}/reload"))
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status_code, 200);
+    reload(admin).await;
     assert_eq!(
         addresses(admin).await,
         ["127.0.0.1:".to_string() + &port.to_string()]
@@ -592,14 +592,7 @@ async fn a_reload_keeps_discovered_endpoints_and_a_changed_table_resolves_at_onc
     assert_eq!(dns.queries("one.test"), asked);
     // A changed name: resolved at once (not after 30 s).
     std::fs::write(&path, text("two.test", "retries = 2")).unwrap();
-    let (status_code, _, _) = send(
-        &client(),
-        http::Request::post(format!("http://{admin}/reload"))
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status_code, 200);
+    reload(admin).await;
     wait_for_addresses(admin, &[SocketAddr::new(loopback(2), port)]).await;
 }
 

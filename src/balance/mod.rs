@@ -31,25 +31,21 @@ pub use peak_ewma::PeakEwma;
 pub use random::Random;
 pub use round_robin::{RoundRobin, smooth_schedule};
 
-/// The balancer of one upstream: its algorithm's tables as built for the
-/// upstream's endpoints, and whether some of them ramp (slow start).
+/// The balancer of one upstream: an algorithm's tables as built for the
+/// upstream's endpoints.
 #[derive(Debug)]
-pub struct Balancer {
-    algorithm: Algorithm,
-    /// Some endpoint ramped when this was built: picks take the slow-start
-    /// path. The membership step builds anew when a ramp begins or ends.
-    ramping: bool,
-}
-
-/// The algorithms.
-#[derive(Debug)]
-pub enum Algorithm {
+pub enum Balancer {
     RoundRobin(RoundRobin),
     Random(Random),
     LeastRequests(LeastRequests),
     PeakEwma(PeakEwma),
     ConsistentHash(ConsistentHash),
     Maglev(Maglev),
+    /// Some endpoint ramped when this was built (slow start): the
+    /// algorithm behind the slow-start path. A variant of its own, so a pick
+    /// without a ramp costs no test beyond the dispatch it has anyway; the
+    /// membership step builds anew when a ramp begins or ends.
+    Ramping(Box<Balancer>),
 }
 
 /// Draws while slow start declines a ramping endpoint, before taking the
@@ -63,41 +59,49 @@ impl Balancer {
         let key = config.hash_key.clone();
         let ramping = endpoints.iter().any(|e| e.state.ramp_progress().is_some());
         let algorithm = match config.balance {
-            BalanceKind::RoundRobin => Algorithm::RoundRobin(RoundRobin::new(endpoints)),
-            BalanceKind::Random => Algorithm::Random(Random::new(endpoints)),
-            BalanceKind::LeastRequests => Algorithm::LeastRequests(LeastRequests::new(endpoints)),
-            BalanceKind::PeakEwma => Algorithm::PeakEwma(PeakEwma::new(endpoints)),
-            BalanceKind::ConsistentHash => Algorithm::ConsistentHash(ConsistentHash::new(
+            BalanceKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(endpoints)),
+            BalanceKind::Random => Balancer::Random(Random::new(endpoints)),
+            BalanceKind::LeastRequests => Balancer::LeastRequests(LeastRequests::new(endpoints)),
+            BalanceKind::PeakEwma => Balancer::PeakEwma(PeakEwma::new(endpoints)),
+            BalanceKind::ConsistentHash => Balancer::ConsistentHash(ConsistentHash::new(
                 endpoints,
                 key,
                 config.bounded_load,
                 in_flight,
             )),
-            BalanceKind::Maglev => Algorithm::Maglev(Maglev::new(endpoints, key, ramping)),
+            BalanceKind::Maglev => Balancer::Maglev(Maglev::new(endpoints, key, ramping)),
         };
-        Self { algorithm, ramping }
+        if ramping {
+            Balancer::Ramping(Box::new(algorithm))
+        } else {
+            algorithm
+        }
     }
 
-    /// The algorithm and its tables.
-    pub fn algorithm(&self) -> &Algorithm {
-        &self.algorithm
+    /// The algorithm and its tables, ramping or not.
+    pub fn algorithm(&self) -> &Balancer {
+        match self {
+            Balancer::Ramping(inner) => inner,
+            settled => settled,
+        }
     }
 
     /// Whether some endpoint ramped when this was built.
     pub fn is_ramping(&self) -> bool {
-        self.ramping
+        matches!(self, Balancer::Ramping(_))
     }
 
     /// Where the request key comes from, for the hashing algorithms.
     #[inline]
     pub fn hash_key(&self) -> Option<&HashKey> {
-        match &self.algorithm {
-            Algorithm::ConsistentHash(b) => b.key.as_ref(),
-            Algorithm::Maglev(b) => b.key.as_ref(),
-            Algorithm::RoundRobin(_)
-            | Algorithm::Random(_)
-            | Algorithm::LeastRequests(_)
-            | Algorithm::PeakEwma(_) => None,
+        match self {
+            Balancer::ConsistentHash(b) => b.key.as_ref(),
+            Balancer::Maglev(b) => b.key.as_ref(),
+            Balancer::Ramping(inner) => inner.hash_key(),
+            Balancer::RoundRobin(_)
+            | Balancer::Random(_)
+            | Balancer::LeastRequests(_)
+            | Balancer::PeakEwma(_) => None,
         }
     }
 
@@ -106,18 +110,25 @@ impl Balancer {
     /// balance round robin).
     #[inline]
     pub fn pick(&self, endpoints: &[Endpoint], key: Option<u64>, tried: &[usize]) -> Option<usize> {
-        if self.ramping {
-            return self.pick_ramping(endpoints, key, tried);
+        match self {
+            Balancer::RoundRobin(b) => b.pick(endpoints, tried),
+            Balancer::Random(b) => b.pick(endpoints, tried),
+            Balancer::LeastRequests(b) => b.pick(endpoints, tried),
+            Balancer::PeakEwma(b) => b.pick(endpoints, tried),
+            Balancer::ConsistentHash(b) => b.pick(endpoints, key, tried),
+            Balancer::Maglev(b) => b.pick(endpoints, key, tried),
+            Balancer::Ramping(inner) => inner.pick_ramping(endpoints, key, tried),
         }
-        self.algorithm.pick(endpoints, key, tried)
     }
 
-    /// A pick while endpoints ramp (SPEC §Slow start). The hashing
-    /// algorithms hand a ramping endpoint the keys whose fraction is below
-    /// its progress; the others draw again when slow start declines a
-    /// ramping endpoint (accepted with probability = progress), which scales
-    /// its weight by its progress: w·p / (W - w + w·p) of the picks.
+    /// A pick while endpoints ramp (SPEC §Slow start), on the algorithm
+    /// inside [`Balancer::Ramping`]. The hashing algorithms hand a ramping
+    /// endpoint the keys whose fraction is below its progress; the others
+    /// draw again when slow start declines a ramping endpoint (accepted with
+    /// probability = progress), which scales its weight by its progress:
+    /// w·p / (W - w + w·p) of the picks.
     #[cold]
+    #[inline(never)]
     fn pick_ramping(
         &self,
         endpoints: &[Endpoint],
@@ -125,8 +136,8 @@ impl Balancer {
         tried: &[usize],
     ) -> Option<usize> {
         let now = crate::upstream::endpoint::now_ms();
-        match (&self.algorithm, key) {
-            (Algorithm::ConsistentHash(b), Some(key)) => {
+        match (self, key) {
+            (Balancer::ConsistentHash(b), Some(key)) => {
                 let fraction = key_fraction(key);
                 b.pick_admitting(endpoints, key, tried, |i| {
                     endpoints[i]
@@ -135,11 +146,11 @@ impl Balancer {
                         .is_none_or(|p| fraction < p)
                 })
             }
-            (Algorithm::Maglev(b), Some(key)) => b.pick_ramping(endpoints, key, tried, now),
+            (Balancer::Maglev(b), Some(key)) => b.pick_ramping(endpoints, key, tried, now),
             _ => {
                 let mut last = None;
                 for _ in 0..RAMP_DRAWS {
-                    let i = self.algorithm.pick(endpoints, key, tried)?;
+                    let i = self.pick(endpoints, key, tried)?;
                     match endpoints[i].state.ramp_progress_at(now) {
                         Some(p) if fastrand::f64() >= p => last = Some(i),
                         _ => return Some(i),
@@ -162,30 +173,16 @@ impl Balancer {
         before: (&Balancer, &[Endpoint], &[bool]),
     ) -> f64 {
         let (old, old_endpoints, old_usable) = before;
-        match (&old.algorithm, &self.algorithm) {
-            (Algorithm::Maglev(a), Algorithm::Maglev(b)) => moved::moved_share(
+        match (old.algorithm(), self.algorithm()) {
+            (Balancer::Maglev(a), Balancer::Maglev(b)) => moved::moved_share(
                 (&a.table().pieces(), old_endpoints),
                 (&b.table().pieces(), endpoints),
             ),
-            (Algorithm::ConsistentHash(a), Algorithm::ConsistentHash(b)) => moved::moved_share(
+            (Balancer::ConsistentHash(a), Balancer::ConsistentHash(b)) => moved::moved_share(
                 (&a.ring().pieces(|i| old_usable[i]), old_endpoints),
                 (&b.ring().pieces(|i| usable[i]), endpoints),
             ),
             _ => 0.0,
-        }
-    }
-}
-
-impl Algorithm {
-    #[inline]
-    fn pick(&self, endpoints: &[Endpoint], key: Option<u64>, tried: &[usize]) -> Option<usize> {
-        match self {
-            Algorithm::RoundRobin(b) => b.pick(endpoints, tried),
-            Algorithm::Random(b) => b.pick(endpoints, tried),
-            Algorithm::LeastRequests(b) => b.pick(endpoints, tried),
-            Algorithm::PeakEwma(b) => b.pick(endpoints, tried),
-            Algorithm::ConsistentHash(b) => b.pick(endpoints, key, tried),
-            Algorithm::Maglev(b) => b.pick(endpoints, key, tried),
         }
     }
 }

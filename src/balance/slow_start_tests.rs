@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::testing::{endpoints_at, keys, upstream};
-use super::{Algorithm, Balancer, key_fraction};
+use super::{Balancer, key_fraction};
 use crate::config::BalanceKind;
 use crate::upstream::endpoint::Endpoint;
 
@@ -77,11 +77,11 @@ async fn keys_move_to_a_ramping_endpoint_gradually_and_no_other_key_moves() {
         // Where keys went before it joined, and where they go once its
         // ramp is over (the tables with it).
         let without: Vec<usize> = match balancer.algorithm() {
-            Algorithm::ConsistentHash(b) => keys
+            Balancer::ConsistentHash(b) => keys
                 .iter()
                 .map(|&k| b.ring().walk(k, |i| i != 4).unwrap())
                 .collect(),
-            Algorithm::Maglev(_) => {
+            Balancer::Maglev(_) => {
                 let before = super::MaglevTable::build(&eps, |i| i != 4);
                 keys.iter()
                     .map(|&k| before.lookup_with(k, |_| true).unwrap())

@@ -1,8 +1,9 @@
 //! The membership step: the one way an upstream's endpoint set and tables
 //! change after start. A discovery answer, a change of usability (health
 //! checks, ejections) and the end of a slow-start ramp all end here, and a
-//! reload takes the same build for every upstream (`Snapshot::build`):
-//! build the upstream's next endpoints and tables off the request path,
+//! reload takes the same build for every upstream (`Snapshot::build`; both
+//! call `Upstream::build`): build the upstream's next endpoints and
+//! tables off the request path,
 //! reusing each kept endpoint's state by address, and publish a snapshot of
 //! the same generation with it. Requests that started on the old snapshot
 //! finish on it; an endpoint that left gets no new requests, and its pool
@@ -15,7 +16,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::Reloader;
 use crate::discovery::MembershipListener;
-use crate::state::{Shared, Snapshot};
+use crate::state::Shared;
 use crate::upstream::Upstream;
 
 /// Starts the task that runs the membership step for each upstream named
@@ -54,18 +55,7 @@ impl Reloader {
             return;
         };
         let old = &current.upstreams[index];
-        let members = match &old.discovery {
-            Some(d) => d.endpoints().unwrap_or_else(|| old.members()),
-            None => old.config.endpoints.clone(),
-        };
-        let next = Upstream::assemble(
-            Arc::clone(&old.config),
-            old.discovery.clone(),
-            &members,
-            Some(old),
-            &self.shared.metrics,
-        );
-        next.metrics.keys_moved.set(next.keys_moved_since(old));
+        let next = Upstream::build(&old.config, Some(old), &self.shared.metrics);
         let snapshot = Arc::new(current.with_upstream(index, next));
         self.shared.snapshot.store(Arc::clone(&snapshot));
         running.health.sync(&self.shared, &snapshot.upstreams);
@@ -88,9 +78,4 @@ pub(super) fn schedule_ramp_ends(shared: &Arc<Shared>, upstreams: &[Arc<Upstream
             });
         }
     }
-}
-
-/// The snapshot's discovered upstreams, for the discovery supervisor.
-pub(super) fn discoveries(snapshot: &Snapshot) -> Vec<Arc<crate::discovery::Discovery>> {
-    snapshot.discoveries()
 }

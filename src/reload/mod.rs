@@ -57,7 +57,7 @@ impl Reloader {
         let snapshot = shared.snapshot.load_full();
         health.sync(&shared, &snapshot.upstreams);
         let mut discovery = DiscoverySupervisor::default();
-        discovery.sync(&shared, &membership::discoveries(&snapshot));
+        discovery.sync(&shared, &snapshot.discoveries());
         let loaded = inputs::fingerprint(&shared.config_path, &Ok(shared.config_text()));
         let reloader = Arc::new(Self {
             last_attempt: Mutex::new(loaded),
@@ -156,7 +156,7 @@ impl Reloader {
         running.health.sync(&self.shared, &snapshot.upstreams);
         running
             .discovery
-            .sync(&self.shared, &membership::discoveries(&snapshot));
+            .sync(&self.shared, &snapshot.discoveries());
         membership::schedule_ramp_ends(&self.shared, &snapshot.upstreams);
         self.warn_about_restart_only(&config);
         self.shared.set_config_text(text);

@@ -91,29 +91,57 @@ pub struct UpstreamMetrics {
 }
 
 impl Upstream {
-    /// Builds the upstream of a configured endpoint list, reusing endpoint
-    /// state from `previous` by address.
+    /// The one build of an upstream, whatever asked for it (start, reload,
+    /// a discovery answer, a change of usability, a ramp's end): its
+    /// members (configured, or the discovery answer in use) over the state
+    /// of `previous`, the upstream of the same name it replaces. A
+    /// discovered upstream keeps its record while its table stays the same,
+    /// else starts a new one that keeps `previous`'s endpoints serving until
+    /// its first answer. Sets the keys-moved gauge from `previous`.
     pub fn build(
         config: &UpstreamConfig,
         previous: Option<&Upstream>,
         metrics: &Arc<Metrics>,
     ) -> Self {
-        Self::assemble(
+        let discovery = config.discovery.as_ref().map(|table| {
+            match previous.and_then(|p| p.discovery.as_ref()) {
+                Some(d) if d.config == *table => Arc::clone(d),
+                _ => {
+                    let serving = previous.map(Upstream::members).filter(|m| !m.is_empty());
+                    Arc::new(Discovery::new(
+                        &config.name,
+                        table.clone(),
+                        serving,
+                        metrics,
+                    ))
+                }
+            }
+        });
+        let members = match &discovery {
+            Some(d) => d.endpoints().unwrap_or_default(),
+            None => config.endpoints.clone(),
+        };
+        let upstream = Self::assemble(
             Arc::new(config.clone()),
-            None,
-            &config.endpoints,
+            discovery,
+            &members,
             previous,
             metrics,
-        )
+        );
+        if let Some(previous) = previous {
+            let moved = upstream.keys_moved_since(previous);
+            upstream.metrics.keys_moved.set(moved);
+        }
+        upstream
     }
 
-    /// The membership step's build: `members` (configured or discovered)
+    /// [`Upstream::build`] over explicit `members` (configured or discovered)
     /// over the state of `previous` by address. A kept endpoint keeps its
     /// state (health, ejection, in-flight count, latency, ramp) and, while
     /// the connection settings stay the same, its pool; a new one starts in
     /// `health_check.initial` and ramps (slow start) unless it is among the
     /// upstream's first endpoints.
-    pub fn assemble(
+    fn assemble(
         config: Arc<UpstreamConfig>,
         discovery: Option<Arc<Discovery>>,
         members: &[EndpointConfig],
