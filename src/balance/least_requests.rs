@@ -104,7 +104,11 @@ impl Candidates {
             (0..DRAWS)
                 .map(|_| self.alias.draw(fastrand::u64(..)))
                 .find(|&i| eligible(endpoints, i, tried))
-                .or_else(|| scan_weighted(endpoints, tried, fastrand::u64(..)))
+                .or_else(|| {
+                    // Only the endpoints the table was built over.
+                    let built = &endpoints[..self.alias.columns().len()];
+                    scan_weighted(built, tried, fastrand::u64(..))
+                })
         };
         let a = draw()?;
         let b = (0..3)

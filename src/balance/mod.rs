@@ -107,7 +107,10 @@ impl Balancer {
 
     /// Picks a usable endpoint not in `tried`; `None` when there is none.
     /// `key` is the request's key hash (hashing algorithms; without it they
-    /// balance round robin).
+    /// balance round robin). `endpoints` begins with those the balancer was
+    /// built over, in the same order; any after them (the upstream's other
+    /// SRV priority levels) are never picked, so the caller need not cut
+    /// the slice on every pick.
     #[inline]
     pub fn pick(&self, endpoints: &[Endpoint], key: Option<u64>, tried: &[usize]) -> Option<usize> {
         match self {

@@ -28,7 +28,9 @@ impl Random {
                 return Some(i);
             }
         }
-        scan_weighted(endpoints, tried, fastrand::u64(..))
+        // Only the endpoints the table was built over.
+        let built = &endpoints[..self.alias.columns().len()];
+        scan_weighted(built, tried, fastrand::u64(..))
     }
 }
 

@@ -216,11 +216,11 @@ impl Upstream {
         }
     }
 
-    /// Picks among the serving endpoints (see [`Balancer::pick`]).
+    /// Picks among the serving endpoints: the balancer was built over
+    /// `endpoints[..serving]` and picks no other (see [`Balancer::pick`]).
     #[inline]
     pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> Option<usize> {
-        self.balancer
-            .pick(&self.endpoints[..self.serving], key, tried)
+        self.balancer.pick(&self.endpoints, key, tried)
     }
 
     /// The share of the hash space whose endpoint changed from `before` to
@@ -365,5 +365,64 @@ fn endpoint(
         priority: e.priority,
         state,
         client,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BalanceKind;
+
+    /// Primaries `a`, `b` (priority 10) and a backup `c` (priority 20).
+    fn members() -> Vec<EndpointConfig> {
+        [
+            ("10.0.0.1:80", 10),
+            ("10.0.0.2:80", 10),
+            ("10.0.0.3:80", 20),
+        ]
+        .iter()
+        .map(|(address, priority)| EndpointConfig {
+            address: (*address).into(),
+            weight: 1,
+            priority: *priority,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_backup_level_is_never_picked_while_a_primary_is_usable() {
+        let metrics = Metrics::disabled();
+        for balance in [
+            BalanceKind::RoundRobin,
+            BalanceKind::Random,
+            BalanceKind::LeastRequests,
+            BalanceKind::PeakEwma,
+        ] {
+            let mut config = crate::balance::testing::upstream(&[("10.0.0.1:80".into(), 1)]);
+            config.balance = balance;
+            let config = Arc::new(config);
+            let u = Upstream::assemble(Arc::clone(&config), None, &members(), None, &metrics);
+            assert_eq!(u.serving, 2, "{balance:?}");
+            let index = |address: &str| {
+                u.endpoints
+                    .iter()
+                    .position(|e| &*e.address == address)
+                    .unwrap()
+            };
+            let (a, b) = (index("10.0.0.1:80"), index("10.0.0.2:80"));
+            u.endpoints[a].state.set_healthy(false);
+            for _ in 0..1000 {
+                assert_eq!(u.pick(None, &[]), Some(b), "{balance:?}");
+                // The one usable primary tried: none is left, and the
+                // backup waits for a build that finds the level empty
+                // (the fallback scans never reach past the level).
+                assert_eq!(u.pick(None, &[b]), None, "{balance:?}");
+            }
+            u.endpoints[b].state.set_healthy(false);
+            let next = Upstream::assemble(config, None, &members(), Some(&u), &metrics);
+            assert_eq!(next.serving, 1, "{balance:?}");
+            let picked = next.pick(None, &[]).unwrap();
+            assert_eq!(&*next.endpoints[picked].address, "10.0.0.3:80");
+        }
     }
 }
