@@ -355,3 +355,35 @@ async fn a_pooled_connection_the_endpoint_closed_is_not_used() {
         .await;
     }
 }
+
+/// Bursts of concurrency above `pool_max_idle` reuse the connections the
+/// last burst opened: the idle cap follows recent demand, so a pool does
+/// not close connections at the end of one burst only to open them again
+/// at the next.
+#[tokio::test]
+async fn bursts_above_pool_max_idle_do_not_churn_connections() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "pool_max_idle = 2")).await;
+    let burst = || async {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let url = proxy.url("/delay/50");
+                tokio::spawn(async move { get(&client(), &url).await.0 })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 200);
+        }
+    };
+    burst().await;
+    let opened = b.connections.load(Ordering::SeqCst);
+    assert!((2..=20).contains(&opened), "first burst opened {opened}");
+    for _ in 0..3 {
+        burst().await;
+    }
+    let later = b.connections.load(Ordering::SeqCst) - opened;
+    assert!(
+        later <= 2,
+        "three more bursts of 20 opened {later} more connections"
+    );
+}
