@@ -727,3 +727,71 @@ async fn check_diff_shows_discovery_changes_and_the_running_endpoints() {
         assert!(stdout.contains(&line), "missing `{line}` in:\n{stdout}");
     }
 }
+
+#[tokio::test]
+async fn a_removed_endpoint_drains_and_its_idle_connections_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = DnsServer::start().await;
+    let stay = Backend::spawn("stay").await;
+    // The leaving endpoint answers keep-alive requests and counts the
+    // connections that reached their end (fulcrum closed them).
+    let closed = Arc::new(AtomicUsize::new(0));
+    let leaving = raw_backend({
+        let closed = Arc::clone(&closed);
+        move |mut stream| {
+            let closed = Arc::clone(&closed);
+            async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nx-backend: leaving\r\n\r\nleaving";
+                            if stream.write_all(answer).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                closed.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    let name = "_http._tcp.app.test";
+    dns.set_addresses("host.test", &[loopback(1)], 1);
+    let both = Reply::Records(vec![
+        srv(name, 10, 1, stay.addr.port(), "host.test", 1),
+        srv(name, 10, 1, leaving.port(), "host.test", 1),
+    ]);
+    dns.set(name, both);
+    let proxy = Proxy::start(&config(
+        &dns,
+        &format!("type = \"srv\"\nname = \"{name}\""),
+        "",
+    ))
+    .await;
+    let admin = proxy.admin.unwrap();
+    wait_for_addresses(admin, &[stay.addr, leaving]).await;
+    let client = client();
+    let mut seen_leaving = false;
+    for _ in 0..20 {
+        seen_leaving |= get(&client, &proxy.url("/")).await.1["x-backend"] == "leaving";
+    }
+    assert!(seen_leaving);
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        0,
+        "a pooled connection closed early"
+    );
+    dns.set(
+        name,
+        Reply::Records(vec![srv(name, 10, 1, stay.addr.port(), "host.test", 1)]),
+    );
+    wait_for_addresses(admin, &[stay.addr]).await;
+    // No new request goes there, and its pooled connection is closed.
+    for _ in 0..20 {
+        assert_eq!(get(&client, &proxy.url("/")).await.1["x-backend"], "stay");
+    }
+    eventually(WAIT, || async { closed.load(Ordering::SeqCst) >= 1 }).await;
+}
