@@ -11,6 +11,10 @@
 #                                     # file in the same directory (nginx:
 #                                     # combined, HAProxy: httplog, fulcrum: json)
 #   SCENARIOS="small:50 4k:50" IDLE=0 benches/e2e/run.sh   # some scenarios, no idle test
+#
+# A scenario is PATH:CONNECTIONS[:close]: PATH is small (12 B), 4k or 1m
+# (1 MiB) on the endpoint; ":close" sends `Connection: close`, so every
+# request comes on a new TCP connection to the proxy.
 #   apt-get install nginx haproxy wrk   # the peers and the load generator
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,6 +35,7 @@ command -v nginx >/dev/null || { echo "nginx is not installed (apt-get install n
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 chmod 755 "$work"   # nginx workers run unprivileged
 head -c 4096 /dev/urandom > "$work/4k.bin" && chmod 644 "$work/4k.bin"
+head -c 1048576 /dev/urandom > "$work/1m.bin" && chmod 644 "$work/1m.bin"
 sed "s|__DIR__|$work|" "$here/nginx-backend.conf" > "$work/nginx-backend.conf"
 cp "$here/nginx-proxy.conf" "$here/haproxy.cfg" "$work/"
 # fulcrum watches its config's directory; the endpoint opens 4k.bin in
@@ -102,11 +107,12 @@ for c in "${contenders[@]}"; do
   pids_for[$c]=""; [ "$c" != direct ] && pids_for[$c]=$(pids_of "$c")
 done
 scenarios=()
-for s in ${SCENARIOS:-small:50 small:256 4k:50}; do scenarios+=("${s/:/ }"); done
+for s in ${SCENARIOS:-small:50 small:256 4k:50 small:50:close 1m:10}; do scenarios+=("${s//:/ }"); done
 for round in $(seq "$ROUNDS"); do
   for si in "${!scenarios[@]}"; do
     s=${scenarios[$si]}
-    set -- $s; path=$1; conns=$2
+    set -- $s; path=$1; conns=$2; close=${3:-}
+    header=(); [ -n "$close" ] && header=(-H "Connection: close")
     order=()
     for i in $(seq 0 $((${#contenders[@]} - 1))); do
       order+=("${contenders[$(( (i + round - 1 + si) % ${#contenders[@]} ))]}")
@@ -114,9 +120,9 @@ for round in $(seq "$ROUNDS"); do
     for c in "${order[@]}"; do
       pids=${pids_for[$c]}
       url="http://127.0.0.1:${port[$c]}/$path"
-      taskset -c "$load_cpus" wrk -t"$WORKERS" -c"$conns" -d2s "$url" >/dev/null 2>&1 || true  # warm-up
+      taskset -c "$load_cpus" wrk -t"$WORKERS" -c"$conns" -d2s "${header[@]}" "$url" >/dev/null 2>&1 || true  # warm-up
       before=$(cpu_ticks $pids); before_user=$(user_ticks $pids)
-      out=$(taskset -c "$load_cpus" wrk -t"$WORKERS" -c"$conns" -d"${DURATION}s" --latency "$url")
+      out=$(taskset -c "$load_cpus" wrk -t"$WORKERS" -c"$conns" -d"${DURATION}s" --latency "${header[@]}" "$url")
       after=$(cpu_ticks $pids); after_user=$(user_ticks $pids)
       reqs=$(echo "$out" | awk '/requests in/ {print $1}')
       rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -141,8 +147,9 @@ if [ "$WORKERS" = 1 ]; then placement="proxy on CPU 1, wrk and the endpoint on C
 echo "$(date -u +%Y-%m-%d), $(nproc) cores, ROUNDS=$ROUNDS DURATION=${DURATION}s; $placement; contenders take turns within each scenario, order rotated"
 for s in "${scenarios[@]}"; do
   set -- $s
+  body=${1/small/12 B}; body=${body/1m/1 MiB}
   echo
-  echo "### ${1/small/12 B} body, $2 connections"
+  echo "### $body body, $2 connections${3:+, Connection: close (a new connection per request)}"
   echo
   echo "| contender | req/s | p50 | p99 | CPU µs/request | of it user | each round | peak RSS (KiB) |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
