@@ -142,6 +142,94 @@ fn hyper_serves(data: &[u8]) -> (u64, bool) {
     (served.load(Ordering::SeqCst), clean)
 }
 
+/// fulcrum's own server side against hyper's on the same head: a request
+/// it takes as plain, hyper's HTTP/1 server reads with the same method,
+/// target and fields (names and values, in order), and closes the
+/// connection after the response exactly when fulcrum would
+/// (`Connection: close`). Requests it does not take are hyper's anyway.
+pub fn plain_against_hyper(data: &[u8]) {
+    let Some((parts, close)) = crate::listener::h1_server::parse_plain(data) else {
+        return;
+    };
+    // hyper is given this head alone: what follows is the next request's
+    // (bytes hyper reads ahead may change its answer to this one: a
+    // malformed next head makes it close after this response).
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let Ok(httparse::Status::Complete(len)) = httparse::Request::new(&mut fields).parse(data)
+    else {
+        panic!("fulcrum took a head httparse does not end");
+    };
+    let Some((seen, closed)) = hyper_reads(&data[..len]) else {
+        panic!(
+            "fulcrum took {:?} {} as plain; hyper refused it",
+            parts.method, parts.uri
+        );
+    };
+    assert_eq!(seen.method, parts.method);
+    assert_eq!(seen.uri, parts.uri);
+    let fields = |h: &HeaderMap| -> Vec<(String, Vec<u8>)> {
+        h.iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    };
+    assert_eq!(fields(&seen.headers), fields(&parts.headers));
+    assert_eq!(closed, close, "hyper closes after it: {closed}");
+}
+
+/// The first request hyper's HTTP/1 server reads from `data` (as a client
+/// that keeps the connection open would send it), and whether hyper says
+/// it closes the connection after the response; `None` if it reads none.
+fn hyper_reads(data: &[u8]) -> Option<(http::request::Parts, bool)> {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let first = Arc::new(Mutex::new(None));
+    let keep = Arc::clone(&first);
+    let answer = runtime.block_on(async move {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let service =
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let (parts, _) = request.into_parts();
+                keep.lock().expect("unpoisoned").get_or_insert(parts);
+                async move {
+                    Ok::<_, Infallible>(http::Response::new(
+                        http_body_util::Empty::<bytes::Bytes>::new(),
+                    ))
+                }
+            });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(LIMIT.max(8192))
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+        let _ = client.write_all(data).await;
+        // The response to the first request, whatever follows it.
+        let read = async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            got
+        };
+        // The server runs beside the read (it ends on its own only when
+        // it closes the connection).
+        let server = tokio::spawn(connection);
+        let limit = std::time::Duration::from_secs(5);
+        let got = tokio::time::timeout(limit, read).await.unwrap_or_default();
+        server.abort();
+        got
+    });
+    let parts = first.lock().expect("unpoisoned").take()?;
+    let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    Some((parts, head.contains("\r\nconnection: close\r\n")))
+}
+
 /// A request head fulcrum would forward (at most one Host), read as
 /// fulcrum's own server side reads one, then
 /// written for an endpoint by `Forwarding::write` and read again: the

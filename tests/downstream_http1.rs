@@ -288,3 +288,33 @@ async fn a_length_conflict_after_a_plain_request_is_still_400() {
     assert_eq!(a.status(), "HTTP/1.1 400 Bad Request", "{a:?}");
     assert_eq!(b.hits(), 1, "the conflicting request reached nobody");
 }
+
+#[tokio::test]
+async fn connection_close_is_answered_then_the_connection_closes() {
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    // After a keep-alive request, on fulcrum's own side (plain) and through
+    // hyper (a body), and first on a fresh connection: the same answer.
+    for before in [
+        &b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n"[..],
+        b"POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nx",
+        b"",
+    ] {
+        let mut r = Responses::connect(&proxy).await;
+        if !before.is_empty() {
+            r.send(before).await;
+            assert_eq!(r.next(false).await.status(), "HTTP/1.1 200 OK");
+        }
+        // A request pipelined behind the one that closes is not answered.
+        r.send(
+            b"GET /last HTTP/1.1\r\nhost: x\r\nConnection: close\r\n\r\n\
+              GET /never HTTP/1.1\r\nhost: x\r\n\r\n",
+        )
+        .await;
+        let a = r.next(false).await;
+        assert_eq!((a.status(), a.body()), ("HTTP/1.1 200 OK", "a"), "{a:?}");
+        assert_eq!(a.fields("connection"), ["close"], "{a:?}");
+        assert!(r.closed().await, "the connection closes after it");
+    }
+    assert!(!b.uris().iter().any(|u| u == "/never"), "{:?}", b.uris());
+}

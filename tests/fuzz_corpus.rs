@@ -62,3 +62,8 @@ fn framing_differential() {
 fn forwarding_round_trip() {
     replay("forwarding_round_trip", fuzzing::forwarding_round_trip);
 }
+
+#[test]
+fn plain_request() {
+    replay("plain_request", fuzzing::plain_against_hyper);
+}

@@ -1,6 +1,6 @@
 //! fulcrum's own HTTP/1.1 server side for plain requests: an HTTP/1.1
 //! head with no body, no upgrade, no expectation and no connection option
-//! but keep-alive, which is what nearly all traffic is. The head is parsed
+//! but keep-alive or close, which is what nearly all traffic is. The head is parsed
 //! where it was read, the request built from slices of that buffer, and the
 //! response head and body gathered into one buffer, sent with one write.
 //!
@@ -20,6 +20,18 @@
 
 mod request;
 mod response;
+
+/// A plain request read the way [`Server`] reads one: its parts and
+/// whether it asked to close; `None` when it is not plain or not whole
+/// (`fuzzing.rs` holds it against hyper's server).
+#[doc(hidden)]
+pub fn parse_plain(head: &[u8]) -> Option<(http::request::Parts, bool)> {
+    let mut buf = BytesMut::from(head);
+    match request::parse(&mut buf) {
+        Ok(Some(request::Plain { parts, close })) => Some((parts, close)),
+        Ok(None) | Err(request::NotPlain) => None,
+    }
+}
 #[cfg(test)]
 mod tests;
 
@@ -77,6 +89,8 @@ pin_project_lite::pin_project! {
         searched: usize,
         // The connection closes once this response is written.
         last: bool,
+        // The request in hand asked for the connection to close.
+        close_asked: bool,
         // The listener is stopping: no request after the one in flight.
         draining: bool,
         // Interim (1xx) heads the request's endpoint sent, to write before
@@ -125,6 +139,7 @@ where
             head_request: false,
             searched: 0,
             last: false,
+            close_asked: false,
             draining: false,
             interim: Arc::default(),
         }
@@ -206,8 +221,9 @@ where
         if request::head_may_end(self.buf, *self.searched) {
             *self.searched = 0;
             match request::parse(self.buf) {
-                Ok(Some(parts)) => {
+                Ok(Some(request::Plain { parts, close })) => {
                     *self.head_request = parts.method == Method::HEAD;
+                    *self.close_asked = close;
                     self.handling.set(Some(handler(parts, self.interim)).into());
                     *self.phase = Phase::Handling;
                     return Turn::Again;
@@ -254,7 +270,7 @@ where
             };
             let head = Head {
                 head_request: *self.head_request,
-                draining: *self.draining,
+                closing: *self.draining || *self.close_asked,
             };
             match head.encode(response, self.out) {
                 Ok((body, framing, last)) => {

@@ -25,10 +25,17 @@ pub(super) fn head_may_end(buf: &[u8], from: usize) -> bool {
     })
 }
 
+/// A plain request, and whether it asked for the connection to close
+/// after its response (`Connection: close`).
+pub(super) struct Plain {
+    pub(super) parts: http::request::Parts,
+    pub(super) close: bool,
+}
+
 /// Parses the request head at the start of `buf`. A plain request's head
 /// leaves the buffer (its target and values are slices of it); anything
 /// else stays, for hyper.
-pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<http::request::Parts>, NotPlain> {
+pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<Plain>, NotPlain> {
     let read = buf.split().freeze();
     let parsed = parse_request_head(&read);
     match &parsed {
@@ -37,12 +44,12 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<http::request::Parts>, 
         Ok(Some(_)) => {}
         Ok(None) | Err(NotPlain) => buf.extend_from_slice(&read),
     }
-    parsed.map(|head| head.map(|(parts, _)| parts))
+    parsed.map(|head| head.map(|(plain, _)| plain))
 }
 
 /// The parts of the plain request `read` begins with, and its head's
 /// length; `None` while the head is incomplete.
-fn parse_request_head(read: &Bytes) -> Result<Option<(http::request::Parts, usize)>, NotPlain> {
+fn parse_request_head(read: &Bytes) -> Result<Option<(Plain, usize)>, NotPlain> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_PLAIN_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(read, &mut storage) {
@@ -61,10 +68,13 @@ fn parse_request_head(read: &Bytes) -> Result<Option<(http::request::Parts, usiz
     let target = req.path.ok_or(NotPlain)?;
     let uri = Uri::from_maybe_shared(read.slice_ref(target.as_bytes())).map_err(|_| NotPlain)?;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut close = false;
     for field in req.headers.iter() {
         let name = field.name.as_bytes();
-        if !plain_field(name, field.value) {
-            return Err(NotPlain);
+        match plain_field(name, field.value) {
+            Field::Plain => {}
+            Field::Close => close = true,
+            Field::NotPlain => return Err(NotPlain),
         }
         let name = HeaderName::from_bytes(name).map_err(|_| NotPlain)?;
         let value =
@@ -76,21 +86,37 @@ fn parse_request_head(read: &Bytes) -> Result<Option<(http::request::Parts, usiz
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.headers = headers;
-    Ok(Some((parts, len)))
+    Ok(Some((Plain { parts, close }, len)))
+}
+
+/// What a request field makes of the request.
+#[derive(Debug, PartialEq, Eq)]
+enum Field {
+    Plain,
+    /// `Connection: close`: plain, and the connection closes after the
+    /// response (as hyper's server does it).
+    Close,
+    NotPlain,
 }
 
 /// Whether a request field leaves the request plain: no body framing, no
 /// upgrade, no expectation, no trailers asked for, no connection option
-/// but keep-alive.
-fn plain_field(name: &[u8], value: &[u8]) -> bool {
+/// but keep-alive or close (one token).
+fn plain_field(name: &[u8], value: &[u8]) -> Field {
     let is = |other: &[u8]| name.eq_ignore_ascii_case(other);
-    match name.len() {
+    let plain = match name.len() {
         2 => !is(b"te"),
         6 => !is(b"expect"),
         7 => !is(b"upgrade"),
-        10 => !is(b"connection") || value.eq_ignore_ascii_case(b"keep-alive"),
+        10 if is(b"connection") => {
+            if value.eq_ignore_ascii_case(b"close") {
+                return Field::Close;
+            }
+            value.eq_ignore_ascii_case(b"keep-alive")
+        }
         14 => !is(b"content-length"),
         17 => !is(b"transfer-encoding"),
         _ => true,
-    }
+    };
+    if plain { Field::Plain } else { Field::NotPlain }
 }

@@ -38,7 +38,9 @@ enum BodyLen {
 /// What writing a response head needs to know of its exchange.
 pub(super) struct Head {
     pub(super) head_request: bool,
-    pub(super) draining: bool,
+    /// The connection closes after this response (the listener drains,
+    /// or the request said `Connection: close`): the head says so.
+    pub(super) closing: bool,
 }
 
 impl Head {
@@ -71,7 +73,7 @@ impl Head {
         } else {
             None
         };
-        if self.draining {
+        if self.closing {
             say_close(&mut parts.headers);
         }
         let len = if body.is_end_stream() {
@@ -94,7 +96,7 @@ impl Head {
             framing: WriteFraming::Length(0),
             wrote_len: false,
             wrote_date: false,
-            last: status == StatusCode::SWITCHING_PROTOCOLS || self.draining,
+            last: status == StatusCode::SWITCHING_PROTOCOLS || self.closing,
             open: false,
             must_write_chunked: false,
             prev_len: None,
@@ -146,7 +148,8 @@ impl Head {
     }
 }
 
-/// Keep-alive is off while draining: said so, as hyper says it.
+/// Keep-alive is off (draining, or the client asked): said so, as hyper
+/// says it.
 fn say_close(headers: &mut HeaderMap) {
     match headers.entry(header::CONNECTION) {
         header::Entry::Occupied(mut entry) => {

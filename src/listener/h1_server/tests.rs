@@ -28,13 +28,13 @@ fn the_end_of_a_head_is_found_however_it_arrives() {
 /// whether the connection closes after it.
 fn encoded(
     head_request: bool,
-    draining: bool,
+    closing: bool,
     response: Response<ResponseBody>,
 ) -> (String, bool, bool) {
     let mut out = Vec::new();
     let (body, _, last) = Head {
         head_request,
-        draining,
+        closing,
     }
     .encode(response, &mut out)
     .expect("a head hyper would write");
@@ -89,24 +89,36 @@ fn heads_are_written_as_hyper_writes_them() {
 fn only_plain_requests_are_parsed_here() {
     let parts = |head: &str| {
         let mut buf = BytesMut::from(head.as_bytes());
-        parse(&mut buf).map(|p| p.map(|p| (p.method, p.uri, p.headers.len())))
+        parse(&mut buf).map(|p| {
+            p.map(|p| {
+                let (parts, close) = (p.parts, p.close);
+                (parts.method, parts.uri, parts.headers.len(), close)
+            })
+        })
     };
-    let (method, uri, fields) =
+    let (method, uri, fields, close) =
         parts("GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive\r\n\r\n")
             .ok()
             .flatten()
             .expect("plain");
     assert_eq!(
-        (method, uri.to_string(), fields),
-        (Method::GET, "/a?b".into(), 2)
+        (method, uri.to_string(), fields, close),
+        (Method::GET, "/a?b".into(), 2, false)
     );
+    // `Connection: close` is plain too, and says the connection closes.
+    let (.., close) = parts("GET / HTTP/1.1\r\nhost: x\r\nConnection: Close\r\n\r\n")
+        .ok()
+        .flatten()
+        .expect("plain");
+    assert!(close);
     assert!(matches!(parts("GET / HTTP/1.1\r\nhost: x\r\n"), Ok(None)));
     for other in [
         "GET / HTTP/1.0\r\n\r\n",
         "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nx",
         "POST / HTTP/1.1\r\nhost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
         "GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
-        "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: x\r\nconnection: close, te\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: x\r\nconnection: x-secret\r\n\r\n",
         "GET / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n\r\n",
         "GET / HTTP/1.1\r\nhost: x\r\nte: trailers\r\n\r\n",
         "CONNECT x:443 HTTP/1.1\r\nhost: x\r\n\r\n",
