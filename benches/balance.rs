@@ -60,6 +60,16 @@ fn config(balance: &str, n: usize, extra: &str) -> fulcrum::config::UpstreamConf
     config.upstreams[0].clone()
 }
 
+/// Every algorithm, as `balance` names it.
+const ALGORITHMS: [&str; 6] = [
+    "round_robin",
+    "random",
+    "least_requests",
+    "peak_ewma",
+    "consistent_hash",
+    "maglev",
+];
+
 fn picks(c: &mut Criterion) {
     let requests: Vec<http::request::Parts> = (0..1024)
         .map(|i| {
@@ -77,14 +87,7 @@ fn picks(c: &mut Criterion) {
     group.bench_function("baseline_atomic_fetch_add", |b| {
         b.iter(|| black_box(cursor.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
     });
-    for balance in [
-        "round_robin",
-        "random",
-        "least_requests",
-        "peak_ewma",
-        "consistent_hash",
-        "maglev",
-    ] {
+    for balance in ALGORITHMS {
         for n in [3, 100, 1000] {
             bench_pick(&mut group, balance, &upstream(balance, n), n, &requests);
         }
@@ -93,14 +96,7 @@ fn picks(c: &mut Criterion) {
 
     // The same picks while one endpoint of 100 ramps (slow start).
     let mut group = c.benchmark_group("pick_ramping");
-    for balance in [
-        "round_robin",
-        "random",
-        "least_requests",
-        "peak_ewma",
-        "consistent_hash",
-        "maglev",
-    ] {
+    for balance in ALGORITHMS {
         let u = ramping_upstream(balance, 100);
         bench_pick(&mut group, balance, &u, 100, &requests);
     }

@@ -70,6 +70,13 @@ max_interval = "200ms"
     )
 }
 
+/// fulcrum on [`config`], and its admin API's address.
+async fn start(dns: &DnsServer, discovery: &str, extra: &str) -> (Proxy, SocketAddr) {
+    let proxy = Proxy::start(&config(dns, discovery, extra)).await;
+    let admin = proxy.admin.expect("admin enabled");
+    (proxy, admin)
+}
+
 async fn status(admin: SocketAddr) -> serde_json::Value {
     let (_, _, body) = get(&client(), &format!("http://{admin}/status")).await;
     serde_json::from_str::<serde_json::Value>(&body).unwrap()["upstreams"]["app"].clone()
@@ -164,13 +171,7 @@ async fn srv_answers_grow_shrink_reweight_and_move_ports_without_a_failed_reques
         )
     };
     dns.set(name, answer(&[("a", 1, &a), ("b", 1, &b)]));
-    let proxy = Proxy::start(&config(
-        &dns,
-        &format!("type = \"srv\"\nname = \"{name}\""),
-        "",
-    ))
-    .await;
-    let admin = proxy.admin.unwrap();
+    let (proxy, admin) = start(&dns, &format!("type = \"srv\"\nname = \"{name}\""), "").await;
     wait_for_addresses(admin, &[a.addr, b.addr]).await;
     let load = Load::start(proxy.url("/"));
 
@@ -233,13 +234,7 @@ async fn failed_and_empty_answers_change_nothing_and_are_shown() {
     let (port, backends) = backends_on_one_port(&["a", "b"]).await;
     let ips = [loopback(1), loopback(2)];
     dns.set_addresses("app.test", &ips, 1);
-    let proxy = Proxy::start(&config(
-        &dns,
-        &format!("name = \"app.test\"\nport = {port}"),
-        "",
-    ))
-    .await;
-    let admin = proxy.admin.unwrap();
+    let (proxy, admin) = start(&dns, &format!("name = \"app.test\"\nport = {port}"), "").await;
     let want: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     wait_for_addresses(admin, &want).await;
     let load = Load::start(proxy.url("/"));
@@ -426,13 +421,7 @@ async fn consistent_hash_keys_of_endpoints_that_stay_never_move() {
     let ips: Vec<IpAddr> = (1..=5).map(loopback).collect();
     dns.set_addresses("app.test", &ips[..4], 1);
     let extra = "balance = \"consistent_hash\"\nhash_key = \"header:x-user\"";
-    let proxy = Proxy::start(&config(
-        &dns,
-        &format!("name = \"app.test\"\nport = {port}"),
-        extra,
-    ))
-    .await;
-    let admin = proxy.admin.unwrap();
+    let (proxy, admin) = start(&dns, &format!("name = \"app.test\"\nport = {port}"), extra).await;
     eventually(WAIT, || async { addresses(admin).await.len() == 4 }).await;
     let before = key_map(&proxy.url("/")).await;
     // e joins: only keys that go to e move.
@@ -477,13 +466,7 @@ async fn readyz_waits_for_the_first_answer() {
     let dns = DnsServer::start().await;
     let (port, _backends) = backends_on_one_port(&["a"]).await;
     dns.set("app.test", Reply::ServFail);
-    let proxy = Proxy::start(&config(
-        &dns,
-        &format!("name = \"app.test\"\nport = {port}"),
-        "",
-    ))
-    .await;
-    let admin = proxy.admin.unwrap();
+    let (proxy, admin) = start(&dns, &format!("name = \"app.test\"\nport = {port}"), "").await;
     let readyz = || async { get(&client(), &format!("http://{admin}/readyz")).await.0 };
     assert_eq!(readyz().await, 503);
     // No endpoint yet: 503 with the cause.
@@ -500,13 +483,12 @@ async fn a_new_endpoint_ramps_up_with_slow_start() {
     let (port, backends) = backends_on_one_port(&["a", "b", "c"]).await;
     let ips: Vec<IpAddr> = (1..=3).map(loopback).collect();
     dns.set_addresses("app.test", &ips[..2], 1);
-    let proxy = Proxy::start(&config(
+    let (proxy, admin) = start(
         &dns,
         &format!("name = \"app.test\"\nport = {port}"),
         "slow_start = \"3s\"",
-    ))
+    )
     .await;
-    let admin = proxy.admin.unwrap();
     eventually(WAIT, || async { addresses(admin).await.len() == 2 }).await;
     dns.set_addresses("app.test", &ips, 1);
     eventually(WAIT, || async { addresses(admin).await.len() == 3 }).await;
@@ -765,13 +747,7 @@ async fn a_removed_endpoint_drains_and_its_idle_connections_close() {
         srv(name, 10, 1, leaving.port(), "host.test", 1),
     ]);
     dns.set(name, both);
-    let proxy = Proxy::start(&config(
-        &dns,
-        &format!("type = \"srv\"\nname = \"{name}\""),
-        "",
-    ))
-    .await;
-    let admin = proxy.admin.unwrap();
+    let (proxy, admin) = start(&dns, &format!("type = \"srv\"\nname = \"{name}\""), "").await;
     wait_for_addresses(admin, &[stay.addr, leaving]).await;
     let client = client();
     let mut seen_leaving = false;
