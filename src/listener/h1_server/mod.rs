@@ -18,6 +18,7 @@
 //! This file serves the connection; `request.rs` parses a plain request's
 //! head, `response.rs` writes the response head and frames its body.
 
+mod output;
 mod request;
 mod response;
 
@@ -50,6 +51,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http1::Interim;
 use crate::proxy::ResponseBody;
+use output::Output;
 use request::NotPlain;
 use response::{Head, WriteFraming};
 
@@ -62,9 +64,6 @@ pub const MAX_PLAIN_HEAD: usize = 8192;
 const READ_SIZE: usize = 4096;
 /// Body bytes gathered before they are written.
 const WRITE_HIGH: usize = 64 * 1024;
-/// A response buffer larger than this (a large body's) is not kept for the
-/// next response.
-const KEEP_OUT: usize = 16 * 1024;
 
 pin_project_lite::pin_project! {
     #[project = ServerProj]
@@ -76,9 +75,8 @@ pin_project_lite::pin_project! {
         // Bytes read and not yet parsed; a request's head is split off and
         // shared by its header values and target.
         buf: BytesMut,
-        // The response being written, and how much of it is.
-        out: Vec<u8>,
-        written: usize,
+        // The response being written.
+        out: Output,
         phase: Phase,
         #[pin]
         handling: OptionFuture<F>,
@@ -130,8 +128,7 @@ where
         Self {
             io: Some(io),
             buf,
-            out: Vec::new(),
-            written: 0,
+            out: Output::default(),
             phase: Phase::Reading,
             handling: None.into(),
             body: None,
@@ -263,7 +260,7 @@ where
             // Interim heads pushed in this same poll go first.
             let early = self.interim.take();
             if !early.is_empty() {
-                self.out.extend_from_slice(&early);
+                self.out.copy_buf().extend_from_slice(&early);
             }
             let Some(response) = response else {
                 return Turn::Stop(Poll::Ready(Ended::Closed));
@@ -272,7 +269,7 @@ where
                 head_request: *self.head_request,
                 closing: *self.draining || *self.close_asked,
             };
-            match head.encode(response, self.out) {
+            match head.encode(response, self.out.copy_buf()) {
                 Ok((body, framing, last)) => {
                     *self.body = body;
                     *self.framing = framing;
@@ -288,10 +285,10 @@ where
         // the final one.
         let early = self.interim.take();
         if !early.is_empty() {
-            self.out.extend_from_slice(&early);
+            self.out.copy_buf().extend_from_slice(&early);
         }
         if !self.out.is_empty() {
-            match poll_write_out(io, cx, self.out, self.written) {
+            match self.out.poll_write(io, cx) {
                 Poll::Ready(Ok(())) => {
                     if let Poll::Ready(Err(error)) = Pin::new(&mut *io).poll_flush(cx) {
                         return Turn::Stop(Poll::Ready(Ended::Io(error)));
@@ -350,7 +347,7 @@ where
             };
             let ended = match data {
                 Some(data) => {
-                    response::write_data(self.framing, &data, self.out);
+                    response::write_data(self.framing, data, self.out);
                     body.is_end_stream()
                 }
                 // The end, or trailers: those are sent only to a client
@@ -366,7 +363,7 @@ where
             }
         }
         let io = self.io.as_mut().expect("served");
-        match poll_write_out(io, cx, self.out, self.written) {
+        match self.out.poll_write(io, cx) {
             Poll::Pending => return Turn::Stop(Poll::Pending),
             Poll::Ready(Err(error)) => return Turn::Stop(Poll::Ready(Ended::Io(error))),
             Poll::Ready(Ok(())) => {}
@@ -399,27 +396,4 @@ where
         };
         Turn::Again
     }
-}
-
-/// Writes `out` from `written` on; empties it once all is written.
-fn poll_write_out<T: AsyncWrite + Unpin>(
-    io: &mut T,
-    cx: &mut Context<'_>,
-    out: &mut Vec<u8>,
-    written: &mut usize,
-) -> Poll<io::Result<()>> {
-    while *written < out.len() {
-        match ready!(Pin::new(&mut *io).poll_write(cx, &out[*written..])) {
-            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => *written += n,
-            Err(error) => return Poll::Ready(Err(error)),
-        }
-    }
-    *written = 0;
-    if out.capacity() > KEEP_OUT {
-        *out = Vec::new();
-    } else {
-        out.clear();
-    }
-    Poll::Ready(Ok(()))
 }

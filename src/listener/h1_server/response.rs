@@ -7,10 +7,12 @@ use std::cell::RefCell;
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 use http_body::Body;
 
+use super::output::Output;
 use crate::http1::chunk::write_size_line;
 use crate::http1::fields::{Lengths, has_token, last_token_is};
 use crate::proxy::ResponseBody;
@@ -142,7 +144,7 @@ impl Head {
         };
         let mut last = fields.last;
         if body.is_none() {
-            last |= finish(&mut framing, out);
+            last |= finish_into(&mut framing, out);
         }
         Ok((body, framing, last))
     }
@@ -366,29 +368,33 @@ fn parse_length(value: &HeaderValue) -> Option<u64> {
 }
 
 /// Appends a data frame as its framing wants it.
-pub(super) fn write_data(framing: &mut WriteFraming, data: &[u8], out: &mut Vec<u8>) {
+pub(super) fn write_data(framing: &mut WriteFraming, mut data: Bytes, out: &mut Output) {
     if data.is_empty() {
         return;
     }
     match framing {
         WriteFraming::Length(left) => {
             // Beyond the declared length nothing is sent.
-            let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-            out.extend_from_slice(&data[..n]);
-            *left -= n as u64;
+            data.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+            *left -= data.len() as u64;
+            out.push_data(data);
         }
         WriteFraming::Chunked => {
-            write_size_line(out, data.len());
-            out.extend_from_slice(data);
-            out.extend_from_slice(b"\r\n");
+            write_size_line(out.copy_buf(), data.len());
+            out.push_data(data);
+            out.copy_buf().extend_from_slice(b"\r\n");
         }
-        WriteFraming::Close => out.extend_from_slice(data),
+        WriteFraming::Close => out.push_data(data),
     }
 }
 
 /// Ends the body on the wire; true if the connection must close after it
 /// (a body that ended short of its length, or one delimited by the close).
-pub(super) fn finish(framing: &mut WriteFraming, out: &mut Vec<u8>) -> bool {
+pub(super) fn finish(framing: &mut WriteFraming, out: &mut Output) -> bool {
+    finish_into(framing, out.copy_buf())
+}
+
+fn finish_into(framing: &mut WriteFraming, out: &mut Vec<u8>) -> bool {
     match *framing {
         WriteFraming::Chunked => {
             out.extend_from_slice(b"0\r\n\r\n");

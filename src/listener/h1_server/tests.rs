@@ -1,6 +1,7 @@
 //! The server side's unit tests: heads found, parsed and written as hyper
 //! would.
 
+use super::output::{Output, SHARE_FROM};
 use super::request::{NotPlain, head_may_end, parse};
 use super::response::{Head, WriteFraming, finish, write_data};
 use http::StatusCode;
@@ -134,20 +135,43 @@ fn only_plain_requests_are_parsed_here() {
 
 #[test]
 fn body_data_is_framed_as_hyper_frames_it() {
-    // Chunked: the size in upper-case hex, as hyper writes it.
-    let mut out = Vec::new();
+    // Chunked: the size in upper-case hex, as hyper writes it; a large
+    // frame is queued, not copied, and framed the same.
+    let large = Bytes::from(vec![b'z'; SHARE_FROM]);
+    let mut out = Output::default();
     let mut framing = WriteFraming::Chunked;
-    write_data(&mut framing, b"abcdefghijklmnopqrstuvwxyz", &mut out);
-    write_data(&mut framing, b"", &mut out);
+    write_data(
+        &mut framing,
+        Bytes::from_static(b"abcdefghijklmnopqrstuvwxyz"),
+        &mut out,
+    );
+    write_data(&mut framing, Bytes::new(), &mut out);
+    write_data(&mut framing, large.clone(), &mut out);
+    write_data(&mut framing, Bytes::from_static(b"abc"), &mut out);
     assert!(!finish(&mut framing, &mut out));
-    assert_eq!(out, b"1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n");
+    let mut expected = b"1A\r\nabcdefghijklmnopqrstuvwxyz\r\n".to_vec();
+    expected.extend_from_slice(format!("{SHARE_FROM:X}\r\n").as_bytes());
+    expected.extend_from_slice(&large);
+    expected.extend_from_slice(b"\r\n3\r\nabc\r\n0\r\n\r\n");
+    assert_eq!(out.pending(), expected);
 
     // A length: nothing beyond it; short of it, the connection closes.
-    let mut out = Vec::new();
+    let mut out = Output::default();
     let mut framing = WriteFraming::Length(5);
-    write_data(&mut framing, b"abc", &mut out);
+    write_data(&mut framing, Bytes::from_static(b"abc"), &mut out);
     assert!(finish(&mut framing, &mut out));
-    write_data(&mut framing, b"defgh", &mut out);
+    write_data(&mut framing, Bytes::from_static(b"defgh"), &mut out);
     assert!(!finish(&mut framing, &mut out));
-    assert_eq!(out, b"abcde");
+    assert_eq!(out.pending(), b"abcde");
+
+    // A large frame beyond the length is cut, not copied.
+    let mut out = Output::default();
+    let mut framing = WriteFraming::Length(SHARE_FROM as u64 + 1);
+    write_data(
+        &mut framing,
+        Bytes::from(vec![b'y'; SHARE_FROM * 2]),
+        &mut out,
+    );
+    assert!(!finish(&mut framing, &mut out));
+    assert_eq!(out.pending(), vec![b'y'; SHARE_FROM + 1]);
 }

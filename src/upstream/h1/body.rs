@@ -12,7 +12,10 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::pool::Lease;
-use super::{Failure, MAX_RESPONSE_FIELDS, MAX_TRAILERS, RawHead, ResponseFraming, poll_read};
+use super::{
+    BODY_READ_CHUNK, Failure, MAX_RESPONSE_FIELDS, MAX_TRAILERS, READ_CHUNK, RawHead,
+    ResponseFraming, poll_read,
+};
 use crate::http1::chunk;
 use crate::http1::fields::allowed_in_trailers;
 
@@ -122,6 +125,20 @@ pub(super) fn decode_step(decode: &mut Decode, read: &mut BytesMut) -> Step {
                 return Step::More;
             }
         }
+    }
+}
+
+/// What one read of the body asks of the socket: as much as is left of a
+/// known length (within [`READ_CHUNK`] and [`BODY_READ_CHUNK`]), the most
+/// for a chunked body's data or one that ends with the connection.
+fn read_size(decode: Decode) -> usize {
+    match decode {
+        Decode::Length(left) | Decode::ChunkData(left) => usize::try_from(left)
+            .map_or(BODY_READ_CHUNK, |left| {
+                left.clamp(READ_CHUNK, BODY_READ_CHUNK)
+            }),
+        Decode::Close => BODY_READ_CHUNK,
+        _ => READ_CHUNK,
     }
 }
 
@@ -275,7 +292,7 @@ impl Body for Http1Body {
                 Step::More => {}
             }
             // More bytes are needed.
-            match poll_read(&mut conn.io, cx, &mut conn.read) {
+            match poll_read(&mut conn.io, cx, &mut conn.read, read_size(this.decode)) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
                     if matches!(this.decode, Decode::Close) {

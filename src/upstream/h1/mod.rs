@@ -58,6 +58,10 @@ const MAX_RESPONSE_HEAD: usize = 8192 + 4096 * 100;
 const MAX_TRAILERS: usize = 64 * 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8192;
+/// Bytes asked per read of a body with more than this left (or of
+/// unknown length): a large body comes in frames of up to this size,
+/// which the client's side writes without copying them.
+const BODY_READ_CHUNK: usize = 64 * 1024;
 /// A data frame up to this size is copied next to its framing so that it
 /// goes out in the same write as the head.
 const COPY_BELOW: usize = 1024;
@@ -209,7 +213,7 @@ impl Conn {
                 if self.read.len() > MAX_RESPONSE_HEAD {
                     return Poll::Ready(Err(Failure::Invalid("response head too large")));
                 }
-                match ready!(poll_read(&mut self.io, cx, &mut self.read)) {
+                match ready!(poll_read(&mut self.io, cx, &mut self.read, READ_CHUNK)) {
                     Ok(0) => {
                         return Poll::Ready(Err(Failure::Io(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -289,9 +293,10 @@ fn poll_read(
     io: &mut TcpStream,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
+    want: usize,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-        buf.reserve(READ_CHUNK);
+    if buf.capacity() - buf.len() < want / 2 {
+        buf.reserve(want);
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
