@@ -56,9 +56,11 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
 }
 
 /// Builds the rustls server config of one listener from its certificate
-/// and key files, in order of preference.
+/// and key files, in order of preference; `resumption` off: no session is
+/// kept and no ticket sent.
 pub fn server_config<'a>(
     pairs: impl IntoIterator<Item = (&'a Path, &'a Path)>,
+    resumption: bool,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certificates = pairs
         .into_iter()
@@ -70,12 +72,20 @@ pub fn server_config<'a>(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { certificates }));
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if !resumption {
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(server))
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let first = self.certificates.first().cloned();
+        if self.certificates.len() == 1 {
+            // The only one, whatever the client asked for: no name to check.
+            return first;
+        }
         let Some(sni) = hello.server_name() else {
             return first;
         };

@@ -250,3 +250,60 @@ async fn an_idle_tls_connection_parks_and_resumes() {
         .await;
     }
 }
+
+/// One HTTP/1.1 request over a new connection made with `config`; whether
+/// its handshake resumed a session.
+async fn resumed(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> bool {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = TlsConnector::from(Arc::clone(config))
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .expect("handshake");
+    let kind = tls.get_ref().1.handshake_kind();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "a.test")
+        .body(empty())
+        .unwrap();
+    let response = send.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Read whole: a TLS 1.3 ticket comes after the handshake.
+    response.into_body().collect().await.unwrap();
+    kind == Some(rustls::HandshakeKind::Resumed)
+}
+
+#[tokio::test]
+async fn sessions_resume_unless_turned_off() {
+    let b = Backend::spawn("a").await;
+    let certs = certificates();
+    // The one certificate of the listener is served whatever the name.
+    let only_a = certs.toml.split(", {").next().unwrap().to_string() + "]\n";
+    for (setting, expected) in [("", true), ("session_resumption = false\n", false)] {
+        let proxy = Proxy::start(&format!(
+            "[admin]\nbind = \"\"\n[[listener]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\n{only_a}{setting}\n[[route]]\nupstream = \"app\"\n[upstream.app]\nendpoints = [{{ address = \"{}\" }}]\n",
+            b.addr
+        ))
+        .await;
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(certs.roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = Arc::new(config);
+        assert!(
+            !resumed(proxy.addr(), &config).await,
+            "a first handshake is full"
+        );
+        assert_eq!(
+            resumed(proxy.addr(), &config).await,
+            expected,
+            "second handshake with {setting:?}"
+        );
+    }
+}

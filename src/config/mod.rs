@@ -88,6 +88,10 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     pub certificates: Vec<CertificateConfig>,
+    /// TLS 1.3 session tickets and TLS 1.2 session IDs (a cache of 256
+    /// sessions per listener); off, every connection makes a full
+    /// handshake.
+    pub session_resumption: bool,
 }
 
 /// One certificate chain and its private key, paths resolved against the

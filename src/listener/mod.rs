@@ -95,6 +95,7 @@ pub fn tls_acceptor(config: &ListenerConfig) -> Result<Option<TlsAcceptor>, List
                 tls.certificates
                     .iter()
                     .map(|c| (c.cert.as_path(), c.key.as_path())),
+                tls.session_resumption,
             )
             .map_err(|source| ListenerError::Tls {
                 listener: config.name.clone(),

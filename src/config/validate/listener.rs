@@ -9,7 +9,7 @@ use crate::config::raw::{Field, Issues, Table};
 use crate::config::{CertificateConfig, ListenerConfig, TlsConfig};
 
 const LISTENER_KEYS: &[&str] = &["name", "bind", "tls"];
-const TLS_KEYS: &[&str] = &["certificates"];
+const TLS_KEYS: &[&str] = &["certificates", "session_resumption"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
 
 pub(super) fn listener(
@@ -76,5 +76,8 @@ fn tls_config(t: &Table<'_, '_>, dir: &Path, issues: &mut Issues) -> Option<TlsC
             Err(crate::tls::TlsError::Key(why)) => key.fail(issues, why),
         }
     }
-    Some(TlsConfig { certificates })
+    Some(TlsConfig {
+        certificates,
+        session_resumption: t.bool("session_resumption", issues).unwrap_or(true),
+    })
 }
