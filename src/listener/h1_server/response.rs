@@ -17,6 +17,10 @@ use crate::http1::chunk::write_size_line;
 use crate::http1::fields::{Lengths, has_token, last_token_is};
 use crate::proxy::ResponseBody;
 
+/// Room for a head's own lines (status line, framing, date) beyond the
+/// endpoint's fields.
+const HEAD_ROOM: usize = 256;
+
 /// How the response body is framed on the wire.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum WriteFraming {
@@ -75,7 +79,10 @@ impl Head {
         } else {
             None
         };
-        if self.closing {
+        // A map with no field but the one said here (the fields are lines,
+        // or there are none) would write it first: written so, no map.
+        let close_line = self.closing && parts.headers.is_empty();
+        if self.closing && !close_line {
             say_close(&mut parts.headers);
         }
         let len = if body.is_end_stream() {
@@ -86,6 +93,9 @@ impl Head {
                 .map_or(BodyLen::Unknown, BodyLen::Known)
         };
         let http10 = parts.version == Version::HTTP_10;
+        // Once per new connection: the head's buffer grows once, not by
+        // doubling from nothing.
+        out.reserve(HEAD_ROOM + raw.map_or(0, |raw| raw.lines.len()));
         let start = out.len();
         write_status_line(out, http10, status);
         let no_content = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
@@ -116,6 +126,9 @@ impl Head {
                     BodyLen::Unknown => WriteFraming::Close,
                 };
             }
+        }
+        if close_line {
+            out.extend_from_slice(b"connection: close\r\n");
         }
         if let Err(why) = fields.write_all(&mut parts.headers, out) {
             out.truncate(start);

@@ -84,6 +84,15 @@ fn heads_are_written_as_hyper_writes_them() {
     );
     assert!(head.contains("content-length: 0\r\n"), "{head:?}");
     assert!(last);
+
+    // Closing, no field of its own (or its fields as lines): `connection:
+    // close` first, where hyper's map would put it.
+    let (head, sent, last) = encoded(false, true, full(200, "hello"));
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\ndate: "),
+        "{head:?}"
+    );
+    assert!(sent && last);
 }
 
 #[test]
