@@ -9,6 +9,7 @@
 #   CALIBRATE=1 benches/e2e/profile.sh     # the same for examples/minimal_proxy.rs
 #   VG_OPTS="--cache-sim=yes" CONNS=256 benches/e2e/profile.sh   # cache misses too
 #   CONFIG=my.toml benches/e2e/profile.sh   # another fulcrum config (an access log on)
+#   H2=1 benches/e2e/profile.sh            # HTTP/2 (prior knowledge, h2load -m 10)
 #   apt-get install nginx nghttp2-client valgrind
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -38,9 +39,10 @@ for _ in $(seq 1 200); do
   curl -s -o /dev/null "http://127.0.0.1:$port$PATH_" && break
   sleep 0.1
 done
-h2load --h1 -n 2000 -c "$CONNS" "http://127.0.0.1:$port$PATH_" >/dev/null
+proto=(--h1); [ -n "${H2:-}" ] && proto=(-m 10)
+h2load "${proto[@]}" -n 2000 -c "$CONNS" "http://127.0.0.1:$port$PATH_" >/dev/null
 callgrind_control --zero "$vg" >/dev/null
-h2load --h1 -n "$N" -c "$CONNS" "http://127.0.0.1:$port$PATH_" | grep -E "^requests:"
+h2load "${proto[@]}" -n "$N" -c "$CONNS" "http://127.0.0.1:$port$PATH_" | grep -E "^requests:"
 callgrind_control --dump "$vg" >/dev/null
 kill "$vg"; wait "$vg" 2>/dev/null || true
 dump=$(ls "$work"/cg.out.* | sort -t. -k3 -n | head -1)
