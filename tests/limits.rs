@@ -231,6 +231,26 @@ async fn an_idle_keep_alive_connection_parks_and_resumes() {
 }
 
 #[tokio::test]
+async fn a_connection_parks_after_a_first_request_served_by_hyper() {
+    // The park timer is armed when a connection's first request ends
+    // (before that, a connection that closes after one response never sets
+    // it); a request with a body is hyper's, and its end arms it too.
+    let (b, proxy, admin) = proxy_with_admin("").await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+        .await
+        .unwrap();
+    let r = read_some(&mut s, Duration::from_secs(5)).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+    eventually(Duration::from_secs(5), || async {
+        parked(admin).await == 1.0
+    })
+    .await;
+    get_ok(&mut s, "after parking").await;
+    assert_eq!(b.uris(), ["/upload", "/"]);
+}
+
+#[tokio::test]
 async fn a_request_read_ahead_before_parking_is_served_after() {
     let (b, proxy, admin) = proxy_with_admin("").await;
     let mut s = TcpStream::connect(proxy.addr()).await.unwrap();

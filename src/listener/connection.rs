@@ -552,11 +552,16 @@ where
             // ago only errs late, and the timer checks again).
             let now = self.state.last_read();
             if let Step::Wait(deadline) = self.state.step_at(now, &deadlines, parkable) {
-                // Also wakes the connection PARK_AFTER from now, to park it
-                // if its request has ended by then. A later deadline than
-                // the last only updates the timer entry, so a busy
-                // connection pays nothing for this.
-                self.timer.as_mut().reset(deadline.min(now + PARK_AFTER));
+                // Once a request has ended here, also wakes the connection
+                // PARK_AFTER from now, to park it if its request has ended
+                // by then. A later deadline than the last only updates the
+                // timer entry, so a busy connection pays nothing for this.
+                let wake = if self.state.served.load(Ordering::Relaxed) {
+                    deadline.min(now + PARK_AFTER)
+                } else {
+                    deadline
+                };
+                self.timer.as_mut().reset(wake);
                 *self.timer_armed = true;
             }
         }

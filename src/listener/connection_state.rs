@@ -41,6 +41,13 @@ pub struct ConnectionState {
     /// Set when a request head starts arriving, so the timer moves its
     /// deadline from idle_timeout to header_read_timeout.
     pub(super) rearm: AtomicBool,
+    /// A request has ended on this connection: from then on the timer also
+    /// wakes it PARK_AFTER after each read that re-arms it, to park it.
+    /// Before, it does not: a connection that closes after its first
+    /// response (`Connection: close`) never sets that short timer, which
+    /// is earlier than the event loop's next wake and so would make tokio
+    /// wake its own loop (a write to its eventfd and one more turn).
+    pub(super) served: AtomicBool,
     /// What the follower of the request stream found of the requests
     /// hyper serves (`http1::stream`), since the last hand-off to hyper.
     pub(super) verdicts: ArcSwapOption<Verdicts>,
@@ -84,6 +91,7 @@ impl ConnectionState {
             http2: AtomicBool::new(false),
             verdicts: ArcSwapOption::empty(),
             rearm: AtomicBool::new(false),
+            served: AtomicBool::new(false),
             refused: std::sync::OnceLock::new(),
             read_blocked: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
@@ -143,6 +151,13 @@ impl Drop for RequestGuard {
             // go of the body (no clock read per request).
             let last_io = state.last_io_ms.load(Ordering::Relaxed);
             state.since_ms.store(last_io, Ordering::Release);
+            if !state.served.load(Ordering::Relaxed) {
+                // The first request ended: the timer is armed for parking
+                // (the drop happens on the connection's task, which polls
+                // its timer next).
+                state.served.store(true, Ordering::Relaxed);
+                state.rearm.store(true, Ordering::Release);
+            }
         }
     }
 }

@@ -54,11 +54,23 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn http2_negotiated(&self) -> bool {
         false
     }
+
+    /// Whether ending the connection takes a shutdown of its own before the
+    /// stream is dropped: TLS sends its `close_notify` alert then. A TCP
+    /// socket's FIN goes out with its `close` (or its RST, when unread
+    /// bytes are left, shut down or not): no `shutdown` call needed.
+    fn shutdown_before_close(&self) -> bool {
+        true
+    }
 }
 
 impl Transport for TcpStream {
     fn poll_read_ready(&self, task: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, task)
+    }
+
+    fn shutdown_before_close(&self) -> bool {
+        false
     }
 }
 
@@ -283,6 +295,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                 return Poll::Ready(Ok(Detected::Http2));
             }
         }
+    }
+}
+
+impl<S: Transport> super::h1_server::Stream for Socket<S> {
+    fn shutdown_before_close(&self) -> bool {
+        self.inner.shutdown_before_close()
     }
 }
 

@@ -106,6 +106,14 @@ enum Phase {
     Closing,
 }
 
+/// The connection under [`Server`].
+pub trait Stream: AsyncRead + AsyncWrite + Unpin {
+    /// Whether the server side shuts the stream down before it lets go of
+    /// it at the end of the connection (TLS: its `close_notify`); when not,
+    /// dropping it closes it.
+    fn shutdown_before_close(&self) -> bool;
+}
+
 /// Why [`Server::poll_serve`] stopped.
 #[derive(Debug)]
 pub enum Ended {
@@ -118,7 +126,7 @@ pub enum Ended {
 
 impl<T, F> Server<T, F>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: Stream,
     F: Future<Output = Response<ResponseBody>>,
 {
     /// Serves `io`, whose first bytes (if any were read) are `read_ahead`.
@@ -183,7 +191,9 @@ where
                 Phase::Flushing => this.poll_flushing(cx),
                 Phase::Closing => {
                     let io = this.io.as_mut().expect("checked above");
-                    let _ = ready!(Pin::new(io).poll_shutdown(cx));
+                    if io.shutdown_before_close() {
+                        let _ = ready!(Pin::new(io).poll_shutdown(cx));
+                    }
                     return Poll::Ready(Ended::Closed);
                 }
             };
@@ -204,7 +214,7 @@ enum Turn {
 
 impl<T, F> ServerProj<'_, T, F>
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: Stream,
     F: Future<Output = Response<ResponseBody>>,
 {
     /// Reads until a whole head is there, and starts its request.
