@@ -152,8 +152,11 @@ fn service(
     service_fn(move |req: hyper::Request<Incoming>| {
         let http2 = req.version() == http::Version::HTTP_2;
         let (parts, incoming) = req.into_parts();
+        // Boxed: the request's future is large (about 1.7 KB), and hyper
+        // moves what the service returns several times as it spawns an
+        // HTTP/2 stream's task; a box moves as a pointer.
         futures_util::FutureExt::map(
-            answer(&state, parts, Some(incoming), http2, None),
+            Box::pin(answer(&state, parts, Some(incoming), http2, None)),
             Ok::<_, Infallible>,
         )
     })
