@@ -1,8 +1,10 @@
 //! fulcrum's own HTTP/1.1 server side for plain requests: an HTTP/1.1
 //! head with no body, no upgrade, no expectation and no connection option
-//! but keep-alive or close, which is what nearly all traffic is. The head is parsed
-//! where it was read, the request built from slices of that buffer, and the
-//! response head and body gathered into one buffer, sent with one write.
+//! but keep-alive or close, which is what nearly all traffic is. The head
+//! is parsed where it was read, the request built from slices of that
+//! buffer, and the response head and body gathered into one buffer, sent
+//! with one write; body frames of 16 KiB or more are queued beside it, not
+//! copied, and go out in the same vectored write.
 //!
 //! Everything else stays hyper's. At the first request that is not plain,
 //! or a head that does not parse or grows past [`MAX_PLAIN_HEAD`], the connection
@@ -16,23 +18,12 @@
 //! ready-written lines (`upstream::RawHead`) and are copied as they are.
 //!
 //! This file serves the connection; `request.rs` parses a plain request's
-//! head, `response.rs` writes the response head and frames its body.
+//! head, `response.rs` writes the response head and frames its body,
+//! `output.rs` holds the response on its way out.
 
 mod output;
 mod request;
 mod response;
-
-/// A plain request read the way [`Server`] reads one: its parts and
-/// whether it asked to close; `None` when it is not plain or not whole
-/// (`fuzzing.rs` holds it against hyper's server).
-#[doc(hidden)]
-pub fn parse_plain(head: &[u8]) -> Option<(http::request::Parts, bool)> {
-    let mut buf = BytesMut::from(head);
-    match request::parse(&mut buf) {
-        Ok(Some(request::Plain { parts, close })) => Some((parts, close)),
-        Ok(None) | Err(request::NotPlain) => None,
-    }
-}
 #[cfg(test)]
 mod tests;
 
@@ -54,6 +45,18 @@ use crate::proxy::ResponseBody;
 use output::Output;
 use request::NotPlain;
 use response::{Head, WriteFraming};
+
+/// A plain request read the way [`Server`] reads one: its parts and
+/// whether it asked to close; `None` when it is not plain or not whole
+/// (`fuzzing.rs` holds it against hyper's server).
+#[doc(hidden)]
+pub fn parse_plain(head: &[u8]) -> Option<(http::request::Parts, bool)> {
+    let mut buf = BytesMut::from(head);
+    match request::parse(&mut buf) {
+        Ok(Some(request::Plain { parts, close })) => Some((parts, close)),
+        Ok(None) | Err(request::NotPlain) => None,
+    }
+}
 
 /// Header fields a plain request may have; more, and hyper reads it.
 const MAX_PLAIN_FIELDS: usize = 64;
