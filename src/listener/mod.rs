@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -158,15 +158,29 @@ impl BoundListener {
         // minute, with how many came since (a flood must not fill the log).
         let mut warned: Option<Instant> = None;
         let mut unlogged = 0u64;
+        // Polled in every wait below, registered with the token once.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
+        // See `unread`: only where no other thread polls the reactor.
+        let single_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
         loop {
-            let permit = tokio::select! {
-                permit = Arc::clone(&cx.connections).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
+            if stop.is_cancelled() {
+                return;
+            }
+            let permit = match Arc::clone(&cx.connections).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(TryAcquireError::Closed) => return,
+                Err(TryAcquireError::NoPermits) => tokio::select! {
+                    permit = Arc::clone(&cx.connections).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                    () = &mut stopped => return,
                 },
-                () = stop.cancelled() => return,
             };
             let (stream, client) = tokio::select! {
+                biased;
                 accepted = listener.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(error) => {
@@ -188,7 +202,7 @@ impl BoundListener {
                         continue;
                     }
                 },
-                () = stop.cancelled() => return,
+                () = &mut stopped => return,
             };
             let _ = stream.set_nodelay(true);
             let server = &cx.shared.snapshot.load().server;
@@ -220,6 +234,9 @@ impl BoundListener {
                 cx.tracker.spawn_on(task, workers.next());
                 continue;
             }
+            if single_thread {
+                unread(&stream);
+            }
             match acceptor {
                 None => {
                     let task = serve_connection(stream, state, stop.clone(), admission);
@@ -232,6 +249,22 @@ impl BoundListener {
             }
         }
     }
+}
+
+/// Forgets the readiness tokio's `accept` assumes for a new stream: the
+/// first read of a connection whose request has not arrived yet would be a
+/// `recv` that finds nothing (0.9 per new connection under load, counted
+/// with the kernel's tracepoints; docs/performance-notebook.md). The first
+/// read waits for the reactor's event instead, as nginx's does; a request
+/// already there is reported by the next poll, as epoll reports what is
+/// readable when a socket is added. No system call is made. Only on a
+/// single-threaded runtime: on another, a thread polling the reactor could
+/// have recorded the socket's real readiness since `accept` registered it,
+/// and this would forget that too.
+fn unread(stream: &TcpStream) {
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
 }
 
 /// Opens the TLS session, then serves the connection. Boxed by its caller:
