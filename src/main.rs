@@ -12,7 +12,7 @@ use fulcrum::config;
 
 /// mimalloc instead of glibc's malloc: a connection's buffers and tasks are
 /// freed and allocated again at every accept, and glibc takes them from its
-/// bins the slow way (docs/performance.md, "The allocator").
+/// bins the slow way (docs/performance-notebook.md, "The allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
