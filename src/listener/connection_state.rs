@@ -198,3 +198,23 @@ impl ConnectionState {
         }
     }
 }
+
+#[cfg(test)]
+impl ConnectionState {
+    /// A plain connection's state on a listener "l" with one route.
+    pub(super) fn for_tests() -> Self {
+        let text = "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\
+                    [[route]]\nupstream = \"u\"\n\
+                    [upstream.u]\nendpoints = [{ address = \"10.0.0.1:80\" }]\n";
+        let config = crate::config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let metrics = crate::metrics::Metrics::disabled();
+        let snapshot = crate::state::Snapshot::build(&config, 1, None, &metrics);
+        let shared = Shared::new(snapshot, &config, metrics, None);
+        Self::new(
+            shared,
+            Arc::from("l"),
+            "127.0.0.1:1".parse().unwrap(),
+            false,
+        )
+    }
+}

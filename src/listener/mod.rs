@@ -204,7 +204,6 @@ impl BoundListener {
                 },
                 () = &mut stopped => return,
             };
-            let _ = stream.set_nodelay(true);
             let server = &cx.shared.snapshot.load().server;
             listener.connections.open.fetch_add(1, Ordering::Relaxed);
             let admission = Admission {
@@ -217,6 +216,11 @@ impl BoundListener {
                 open: OpenConnection(Arc::clone(&listener.connections)),
             };
             let acceptor = listener.tls.load_full();
+            if acceptor.is_some() {
+                // A plain connection's is set by its second write
+                // (`socket::Nodelay`); a TLS handshake writes before that.
+                let _ = stream.set_nodelay(true);
+            }
             let shared = Arc::clone(&cx.shared);
             let name = Arc::clone(&listener.name);
             let state = Arc::new(ConnectionState::new(

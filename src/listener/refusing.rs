@@ -6,10 +6,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 use super::connection_state::End;
-use super::socket::Socket;
+use super::socket::{Socket, Transport};
 use crate::http1::Refusal;
 use crate::proxy::ProxyError;
 
@@ -27,7 +27,7 @@ pub(super) struct Refusing<S> {
 pub(super) const GOAWAY_PROTOCOL_ERROR: &[u8] =
     &[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Refusing<S> {
+impl<S: Transport> Refusing<S> {
     pub(super) fn new(io: Socket<S>, refusal: Refusal) -> Self {
         tracing::debug!(%refusal, client = %io.state.client, "request refused");
         Self {

@@ -42,6 +42,23 @@ pub(super) struct Socket<S> {
     /// body (and the rest of the stream) to hyper, followed from there
     /// (`hand_to_hyper`).
     pub(super) plain: bool,
+    /// Where TCP_NODELAY stands (`Nodelay`).
+    nodelay: Nodelay,
+}
+
+/// TCP_NODELAY on a plain TCP connection is set before its second write,
+/// not when it is accepted. Nagle's algorithm holds a small segment back
+/// only while data sent before it is unacknowledged, and nothing is before
+/// a connection's first write, so that write goes out at once either way;
+/// a connection that closes after one write (`Connection: close` with a
+/// whole response in it) never makes the call, as with nginx, which sets
+/// it on keep-alive connections only. A TLS connection has it set at
+/// accept: the handshake writes before this wrapper exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nodelay {
+    Set,
+    AfterFirstWrite,
+    BeforeNextWrite,
 }
 
 /// A transport a parked connection can wait on without holding a buffer.
@@ -62,6 +79,10 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn shutdown_before_close(&self) -> bool {
         true
     }
+
+    /// Sets TCP_NODELAY on the socket underneath, if that is left to the
+    /// first writes (`Nodelay`).
+    fn set_nodelay(&self) {}
 }
 
 impl Transport for TcpStream {
@@ -71,6 +92,10 @@ impl Transport for TcpStream {
 
     fn shutdown_before_close(&self) -> bool {
         false
+    }
+
+    fn set_nodelay(&self) {
+        let _ = TcpStream::set_nodelay(self, true);
     }
 }
 
@@ -136,6 +161,11 @@ impl<S> Socket<S> {
             replay: Bytes::new(),
             passthrough: false,
             plain: false,
+            nodelay: if state.https {
+                Nodelay::Set
+            } else {
+                Nodelay::AfterFirstWrite
+            },
         }
     }
 
@@ -323,14 +353,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Socket<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Socket<S> {
+impl<S: Transport> Socket<S> {
+    /// Before a write: TCP_NODELAY if this is the second (`Nodelay`).
+    fn before_write(&mut self) {
+        if self.nodelay == Nodelay::BeforeNextWrite {
+            self.inner.set_nodelay();
+            self.nodelay = Nodelay::Set;
+        }
+    }
+
+    /// After a write: the next one sets TCP_NODELAY if this was the first
+    /// that wrote anything.
+    fn after_write(&mut self, result: &Poll<io::Result<usize>>) {
+        if self.nodelay == Nodelay::AfterFirstWrite
+            && matches!(result, Poll::Ready(Ok(n)) if *n > 0)
+        {
+            self.nodelay = Nodelay::BeforeNextWrite;
+        }
+    }
+}
+
+impl<S: Transport> AsyncWrite for Socket<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.before_write();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.after_write(&result);
         this.wrote(&result);
         if this.h2.is_some() {
             this.follow_http2_writes(&[io::IoSlice::new(buf)], &result);
@@ -344,7 +396,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Socket<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.before_write();
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(&result);
         this.wrote(&result);
         if this.h2.is_some() {
             this.follow_http2_writes(bufs, &result);
@@ -378,4 +432,49 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Socket<S> {
 /// exactly max_header_bytes with a plain-text reason.
 pub(super) fn hard_limit(max_header_bytes: usize) -> usize {
     max_header_bytes.saturating_mul(2).saturating_add(8192)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A plain connection's server side wrapped as `serve_connection`
+    /// wraps it, and its client.
+    async fn plain_pair() -> (Socket<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let state = Arc::new(ConnectionState::for_tests());
+        (Socket::new(server, &state, 8192), client)
+    }
+
+    #[tokio::test]
+    async fn nodelay_is_set_before_the_second_write_only() {
+        let (mut socket, _client) = plain_pair().await;
+        assert!(!socket.inner.nodelay().unwrap());
+        socket.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        // The first write went out with Nagle on and nothing unacknowledged
+        // before it; the option is still unset.
+        assert!(!socket.inner.nodelay().unwrap());
+        socket
+            .write_all(b"content-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(socket.inner.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_empty_write_is_not_the_first() {
+        let (mut socket, _client) = plain_pair().await;
+        assert_eq!(socket.write(b"").await.unwrap(), 0);
+        socket.write_all(b"x").await.unwrap();
+        assert!(!socket.inner.nodelay().unwrap());
+        socket.write_all(b"y").await.unwrap();
+        assert!(socket.inner.nodelay().unwrap());
+    }
 }

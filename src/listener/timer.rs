@@ -88,27 +88,12 @@ impl ConnectionState {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::metrics::Metrics;
-    use crate::state::{Shared, Snapshot};
 
     fn connection() -> ConnectionState {
-        let text = "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:0\"\n\
-                    [[route]]\nupstream = \"u\"\n\
-                    [upstream.u]\nendpoints = [{ address = \"10.0.0.1:80\" }]\n";
-        let config = crate::config::parse(std::path::Path::new("t.toml"), text).unwrap();
-        let metrics = Metrics::disabled();
-        let snapshot = Snapshot::build(&config, 1, None, &metrics);
-        let shared = Shared::new(snapshot, &config, metrics, None);
-        ConnectionState::new(
-            shared,
-            Arc::from("l"),
-            "127.0.0.1:1".parse().unwrap(),
-            false,
-        )
+        ConnectionState::for_tests()
     }
 
     const LIMITS: Deadlines = Deadlines {
