@@ -92,10 +92,6 @@ mod tests {
 
     use super::*;
 
-    fn connection() -> ConnectionState {
-        ConnectionState::for_tests()
-    }
-
     const LIMITS: Deadlines = Deadlines {
         header_read: Duration::from_secs(10),
         idle: Duration::from_secs(60),
@@ -103,7 +99,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_parks_then_drains() {
-        let c = connection();
+        let c = ConnectionState::for_tests();
         let start = Instant::now();
         assert_eq!(c.step(&LIMITS, true), Step::Wait(start + PARK_AFTER));
         assert_eq!(c.step(&LIMITS, false), Step::Wait(start + LIMITS.idle));
@@ -115,7 +111,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_head_has_header_read_timeout_and_a_request_idle_timeout() {
-        let c = connection();
+        let c = ConnectionState::for_tests();
         // A head begins 5 s in: it must be whole by 15 s.
         tokio::time::advance(Duration::from_secs(5)).await;
         c.since_ms.store(c.now_ms(), Ordering::Release);
