@@ -243,8 +243,11 @@ impl BoundListener {
             }
             match acceptor {
                 None => {
+                    // Boxed too: tokio moves a task's future several times
+                    // as it spawns it and as it stores its output, each a
+                    // copy of the whole state; a box moves as a pointer.
                     let task = serve_connection(stream, state, stop.clone(), admission);
-                    cx.tracker.spawn(task);
+                    cx.tracker.spawn(Box::pin(task));
                 }
                 Some(acceptor) => {
                     let task = serve_tls(stream, acceptor, state, stop.clone(), admission);
