@@ -185,7 +185,8 @@ fn answer(
     let message = if http2 || plain.is_some() {
         None
     } else {
-        state.verdicts.load_full().map(|verdicts| {
+        let verdicts = (state.handovers.lock().ok()).and_then(|h| h.verdicts.clone());
+        verdicts.map(|verdicts| {
             let index = verdicts.next_request();
             MessageVerdict { verdicts, index }
         })
@@ -442,7 +443,8 @@ where
             Poll::Ready(Ok(())) => {
                 // hyper has shut the socket down, unless the connection was
                 // upgraded: then it is handed over.
-                let upgrade = self.state.upgrade.lock().ok().and_then(|mut u| u.take());
+                let upgrade = (self.state.handovers.lock().ok())
+                    .and_then(|mut handovers| handovers.upgrade.take());
                 if let Some(to) = upgrade.filter(|to| !to.is_closed())
                     && let Some((mut socket, read_ahead)) = take_socket(self.h1)
                 {

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use arc_swap::ArcSwapOption;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -48,9 +47,6 @@ pub struct ConnectionState {
     /// is earlier than the event loop's next wake and so would make tokio
     /// wake its own loop (a write to its eventfd and one more turn).
     pub(super) served: AtomicBool,
-    /// What the follower of the request stream found of the requests
-    /// hyper serves (`http1::stream`), since the last hand-off to hyper.
-    pub(super) verdicts: ArcSwapOption<Verdicts>,
     /// Why the HTTP/2 frame watch refused the connection, if it did.
     pub(super) refused: std::sync::OnceLock<Abuse>,
     /// The last read found nothing to read.
@@ -60,9 +56,23 @@ pub struct ConnectionState {
     /// hyper is closing the connection to park it: its shutdown of the
     /// socket is skipped.
     pub(super) parking: AtomicBool,
+    /// What passes between the socket, the requests and the task, under
+    /// one lock (taken when hyper serves a request, never on the plain
+    /// path).
+    pub(super) handovers: std::sync::Mutex<Handovers>,
+}
+
+/// What passes between a connection's socket, its requests and its task.
+#[derive(Debug, Default)]
+pub(super) struct Handovers {
+    /// What the follower of the request stream finds of the requests hyper
+    /// serves (`http1::stream`), since the last hand-off to hyper. (An
+    /// `ArcSwapOption` cost about 200 instructions per connection as it
+    /// was dropped, which walks every thread's debt list.)
+    pub(super) verdicts: Option<Arc<Verdicts>>,
     /// Where an upgrade (a request the proxy answers with 101) wants the
     /// client's connection.
-    pub(super) upgrade: std::sync::Mutex<Option<oneshot::Sender<Upgraded>>>,
+    pub(super) upgrade: Option<oneshot::Sender<Upgraded>>,
 }
 
 /// Counts a request in flight on its connection until its response body is
@@ -89,14 +99,13 @@ impl ConnectionState {
             last_io_ms: AtomicU64::new(0),
             reading_head: AtomicBool::new(false),
             http2: AtomicBool::new(false),
-            verdicts: ArcSwapOption::empty(),
             rearm: AtomicBool::new(false),
             served: AtomicBool::new(false),
             refused: std::sync::OnceLock::new(),
             read_blocked: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             parking: AtomicBool::new(false),
-            upgrade: std::sync::Mutex::new(None),
+            handovers: std::sync::Mutex::default(),
         }
     }
 
@@ -136,8 +145,8 @@ impl RequestGuard {
     /// is written.
     pub fn on_upgrade(&self) -> OnUpgrade {
         let (to, from) = oneshot::channel();
-        if let Ok(mut slot) = self.0.upgrade.lock() {
-            *slot = Some(to);
+        if let Ok(mut handovers) = self.0.handovers.lock() {
+            handovers.upgrade = Some(to);
         }
         from
     }

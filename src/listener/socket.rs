@@ -27,7 +27,7 @@ pub(super) struct Socket<S> {
     pub(super) inner: S,
     pub(super) state: Arc<ConnectionState>,
     /// Follows the requests while hyper reads HTTP/1 from the socket.
-    pub(super) stream: Option<Box<RequestStream>>,
+    pub(super) stream: Option<Box<Followed>>,
     pub(super) max_header_bytes: usize,
     /// Present once the client sent the HTTP/2 preface.
     pub(super) h2: Option<Box<FrameWatch>>,
@@ -44,6 +44,13 @@ pub(super) struct Socket<S> {
     pub(super) plain: bool,
     /// Where TCP_NODELAY stands (`Nodelay`).
     nodelay: Nodelay,
+}
+
+/// The follower of the requests hyper reads, and where its verdicts go
+/// (shared with the requests, through `ConnectionState::handovers`).
+pub(super) struct Followed {
+    stream: RequestStream,
+    verdicts: Arc<Verdicts>,
 }
 
 /// TCP_NODELAY on a plain TCP connection is set before its second write,
@@ -210,8 +217,10 @@ impl<S> Socket<S> {
             }
             verdicts.record(refused);
         }
-        self.state.verdicts.store(Some(verdicts));
-        self.stream = Some(Box::new(stream));
+        if let Ok(mut handovers) = self.state.handovers.lock() {
+            handovers.verdicts = Some(Arc::clone(&verdicts));
+        }
+        self.stream = Some(Box::new(Followed { stream, verdicts }));
         self.replay = read_ahead;
         None
     }
@@ -222,11 +231,10 @@ impl<S> Socket<S> {
         if let Some(watch) = &mut self.h2 {
             return watch.feed(bytes);
         }
-        if let Some(stream) = self.stream.as_mut().filter(|s| !s.stopped())
-            && let Some(refused) = stream.feed(bytes)
-            && let Some(verdicts) = &*self.state.verdicts.load()
+        if let Some(followed) = self.stream.as_mut().filter(|f| !f.stream.stopped())
+            && let Some(refused) = followed.stream.feed(bytes)
         {
-            verdicts.record(refused);
+            followed.verdicts.record(refused);
         }
         Ok(())
     }
