@@ -257,7 +257,7 @@ where
 {
     let read_ahead = std::mem::take(&mut io.replay);
     io.plain = true;
-    Box::pin(h1_server::Server::new(io, &read_ahead))
+    Box::pin(h1_server::Server::new(io, read_ahead))
 }
 
 /// hyper's HTTP/1 connection over `io`.
@@ -450,7 +450,7 @@ where
                 {
                     socket.passthrough = true;
                     socket.stream = None;
-                    socket.replay = read_ahead;
+                    socket.replay = read_ahead.into();
                     let upgraded = Upgraded {
                         io: Box::new(socket),
                     };

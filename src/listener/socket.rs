@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -34,7 +34,7 @@ pub(super) struct Socket<S> {
     /// Bytes already read (and checked), to be read again first: those that
     /// told the protocol, or those hyper read ahead before the connection
     /// parked.
-    pub(super) replay: Bytes,
+    pub(super) replay: BytesMut,
     /// Upgraded: the bytes are no longer HTTP.
     pub(super) passthrough: bool,
     /// fulcrum's own server side reads the connection: requests are not
@@ -45,6 +45,10 @@ pub(super) struct Socket<S> {
     /// Where TCP_NODELAY stands (`Nodelay`).
     nodelay: Nodelay,
 }
+
+/// What the first read of a connection asks for (the server side's read
+/// size: its buffer is this one).
+const DETECT_READ: usize = 4096;
 
 /// The follower of the requests hyper reads, and where its verdicts go
 /// (shared with the requests, through `ConnectionState::handovers`).
@@ -165,7 +169,7 @@ impl<S> Socket<S> {
             stream: None,
             max_header_bytes,
             h2: None,
-            replay: Bytes::new(),
+            replay: BytesMut::new(),
             passthrough: false,
             plain: false,
             nodelay: if state.https {
@@ -182,12 +186,8 @@ impl<S> Socket<S> {
 
     /// Keeps what hyper read ahead (copied: hyper's buffer is freed); the
     /// follower stops with hyper.
-    pub(super) fn park(&mut self, read_ahead: &Bytes) {
-        self.replay = if read_ahead.is_empty() {
-            Bytes::new()
-        } else {
-            Bytes::copy_from_slice(read_ahead)
-        };
+    pub(super) fn park(&mut self, read_ahead: &[u8]) {
+        self.replay = BytesMut::from(read_ahead);
         self.stream = None;
     }
 
@@ -207,7 +207,7 @@ impl<S> Socket<S> {
     /// followed as bytes just read would be, and replayed. The refusal of
     /// the first request, if the follower refuses it: nothing is handed
     /// over then, as hyper would answer some of these itself with no cause.
-    pub(super) fn hand_to_hyper(&mut self, read_ahead: Bytes) -> Option<Refusal> {
+    pub(super) fn hand_to_hyper(&mut self, read_ahead: BytesMut) -> Option<Refusal> {
         self.plain = false;
         let verdicts = Arc::new(Verdicts::default());
         let mut stream = RequestStream::new(hard_limit(self.max_header_bytes));
@@ -304,11 +304,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     ) -> Poll<io::Result<Detected>> {
         const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         loop {
-            let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-            let mut buf = ReadBuf::uninit(&mut storage);
-            std::task::ready!(self.poll_read_checked(cx, &mut buf))?;
-            let read = buf.filled();
-            if read.is_empty() {
+            // Read straight into the buffer the server side goes on with
+            // (`h1_server::Server::new`): nothing is copied, and a
+            // connection allocates one buffer, not two.
+            let mut buf = std::mem::take(&mut self.replay);
+            if buf.capacity() == 0 {
+                // Not `reserve`: growing an empty buffer costs more.
+                buf = BytesMut::with_capacity(DETECT_READ);
+            } else if buf.capacity() - buf.len() < PREFACE.len() {
+                buf.reserve(DETECT_READ);
+            }
+            let polled = tokio_util::io::poll_read_buf(Pin::new(&mut *self), cx, &mut buf);
+            self.replay = buf;
+            if std::task::ready!(polled)? == 0 {
                 // The end: hyper answers whatever came before it.
                 return Poll::Ready(Ok(match (self.has_replay(), http2_only) {
                     (false, _) => Detected::Nothing,
@@ -316,11 +324,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
                     (true, true) => Detected::NotThePreface,
                 }));
             }
-            self.replay = if self.replay.is_empty() {
-                Bytes::copy_from_slice(read)
-            } else {
-                [&self.replay[..], read].concat().into()
-            };
             let n = self.replay.len().min(PREFACE.len());
             if self.replay[..n] != PREFACE[..n] {
                 return Poll::Ready(Ok(if http2_only {
@@ -351,7 +354,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Socket<S> {
         let this = self.get_mut();
         if !this.replay.is_empty() {
             let n = buf.remaining().min(this.replay.len());
-            buf.put_slice(&this.replay.split_to(n));
+            buf.put_slice(&this.replay[..n]);
+            if n == this.replay.len() {
+                // Freed once replayed: a parked connection holds no buffer.
+                this.replay = BytesMut::new();
+            } else {
+                this.replay.advance(n);
+            }
             return Poll::Ready(Ok(()));
         }
         if this.passthrough {
@@ -484,5 +493,38 @@ mod tests {
         assert!(!socket.inner.nodelay().unwrap());
         socket.write_all(b"y").await.unwrap();
         assert!(socket.inner.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_preface_is_told_however_it_arrives_and_replayed_whole() {
+        use tokio::io::AsyncReadExt;
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let (mut socket, mut client) = plain_pair().await;
+        // Once the socket is readable, one poll of the detection.
+        async fn detect(socket: &mut Socket<TcpStream>) -> Poll<io::Result<Detected>> {
+            socket.inner.readable().await.unwrap();
+            std::future::poll_fn(|cx| Poll::Ready(socket.poll_detect(cx, false))).await
+        }
+        // A part of the preface tells nothing yet; it is kept.
+        client.write_all(&PREFACE[..9]).await.unwrap();
+        assert!(detect(&mut socket).await.is_pending());
+        assert_eq!(&socket.replay[..], &PREFACE[..9]);
+        client.write_all(&PREFACE[9..]).await.unwrap();
+        client.write_all(b"frames").await.unwrap();
+        let detected = loop {
+            if let Poll::Ready(detected) = detect(&mut socket).await {
+                break detected.unwrap();
+            }
+        };
+        assert!(matches!(detected, Detected::Http2));
+        assert!(socket.replay.starts_with(PREFACE));
+        // Replayed first, in as many reads as the reader asks for, then
+        // let go of: a parked connection holds no buffer.
+        let mut first = vec![0; 10];
+        socket.read_exact(&mut first).await.unwrap();
+        let mut rest = vec![0; socket.replay.len()];
+        socket.read_exact(&mut rest).await.unwrap();
+        assert_eq!(socket.replay.capacity(), 0);
+        assert!([first, rest].concat().starts_with(PREFACE));
     }
 }

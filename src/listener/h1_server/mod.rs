@@ -34,7 +34,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::future::OptionFuture;
 use http::{Method, Response};
 use http_body::Body;
@@ -132,10 +132,9 @@ where
     T: Stream,
     F: Future<Output = Response<ResponseBody>>,
 {
-    /// Serves `io`, whose first bytes (if any were read) are `read_ahead`.
-    pub fn new(io: T, read_ahead: &[u8]) -> Self {
-        let mut buf = BytesMut::with_capacity(READ_SIZE.max(read_ahead.len()));
-        buf.extend_from_slice(read_ahead);
+    /// Serves `io`, whose first bytes (if any were read) are in `buf`,
+    /// which it goes on reading into (it grows the buffer as it needs).
+    pub fn new(io: T, buf: BytesMut) -> Self {
         Self {
             io: Some(io),
             buf,
@@ -171,10 +170,10 @@ where
 
     /// The socket and the bytes read but not served: for hyper after
     /// [`Ended::Hyper`], or to park an idle connection.
-    pub fn take_io(self: Pin<&mut Self>) -> Option<(T, Bytes)> {
+    pub fn take_io(self: Pin<&mut Self>) -> Option<(T, BytesMut)> {
         let this = self.project();
         let io = this.io.take()?;
-        Some((io, std::mem::take(this.buf).freeze()))
+        Some((io, std::mem::take(this.buf)))
     }
 
     /// Serves requests until the connection ends, needs hyper, or waits.

@@ -4,6 +4,7 @@
 use super::output::{Output, SHARE_FROM};
 use super::request::{NotPlain, head_may_end, parse};
 use super::response::{Head, WriteFraming, finish, write_data};
+use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderValue};
 
