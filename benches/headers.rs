@@ -4,7 +4,7 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fulcrum::headers::{client_ip_value, rewrite_request, strip_hop_by_hop};
+use fulcrum::headers::{ClientIp, rewrite_request, strip_hop_by_hop};
 use http::{HeaderMap, HeaderValue};
 
 fn request_headers() -> HeaderMap {
@@ -39,7 +39,7 @@ fn response_headers() -> HeaderMap {
 }
 
 fn bench(c: &mut Criterion) {
-    let ip = client_ip_value("192.0.2.1".parse::<IpAddr>().unwrap());
+    let ip = ClientIp::new("192.0.2.1".parse::<IpAddr>().unwrap());
     let host = HeaderValue::from_static("api.example.com");
     let request = request_headers();
     let response = response_headers();

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 
-use crate::headers::{Forwarding, client_ip_value};
+use crate::headers::{ClientIp, Forwarding};
 use crate::http1::chunk::{parse_size_line, write_size_line};
 use crate::http1::fields::{Framing, request_framing};
 use crate::http1::stream::{MAX_FIELDS, RequestStream};
@@ -260,7 +260,7 @@ pub fn forwarding_round_trip(data: &[u8]) {
             headers.append(name, value);
         }
     }
-    let ip = client_ip_value(std::net::IpAddr::from([10, 0, 0, 1]));
+    let ip = ClientIp::new(std::net::IpAddr::from([10, 0, 0, 1]));
     let host = headers.get(http::header::HOST).cloned();
     let forwarding = Forwarding {
         client_ip: &ip,

@@ -3,7 +3,7 @@
 #![no_main]
 
 use fulcrum::headers::{
-    client_ip_value, forward_path, is_upgrade_request, rewrite_request, strip_hop_by_hop,
+    ClientIp, forward_path, is_upgrade_request, rewrite_request, strip_hop_by_hop,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +19,7 @@ fuzz_target!(|data: (Vec<(&[u8], &[u8])>, &str, &str, bool)| {
     let mut up = headers.clone();
     rewrite_request(
         &mut up,
-        &client_ip_value(std::net::IpAddr::from([10, 0, 0, 1])),
+        &ClientIp::new(std::net::IpAddr::from([10, 0, 0, 1])),
         https,
         None,
         upgrade,

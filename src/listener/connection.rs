@@ -199,7 +199,7 @@ fn answer(
             .listener_index(&state.listener)
             .unwrap_or(usize::MAX),
         client: state.client,
-        client_ip: state.client_ip.clone(),
+        client_ip: state.client_ip,
         https: state.https,
         message,
         started: std::time::Instant::now(),

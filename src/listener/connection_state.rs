@@ -24,7 +24,7 @@ pub struct ConnectionState {
     pub(super) client: SocketAddr,
     pub(super) https: bool,
     /// The client's IP as an X-Forwarded-For element, formatted once.
-    pub(super) client_ip: http::HeaderValue,
+    pub(super) client_ip: crate::headers::ClientIp,
     pub(super) epoch: Instant,
     pub(super) in_flight: AtomicU32,
     /// Milliseconds since `epoch` when the current idle or head-reading
@@ -92,7 +92,7 @@ impl ConnectionState {
             listener,
             client,
             https,
-            client_ip: crate::headers::client_ip_value(client.ip()),
+            client_ip: crate::headers::ClientIp::new(client.ip()),
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
             since_ms: AtomicU64::new(0),

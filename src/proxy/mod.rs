@@ -39,7 +39,7 @@ pub struct Downstream {
     pub client: SocketAddr,
     /// The client's IP as an X-Forwarded-For element, formatted once per
     /// connection.
-    pub client_ip: HeaderValue,
+    pub client_ip: crate::headers::ClientIp,
     pub https: bool,
     /// For a request hyper read: the follower's verdicts and this
     /// request's place among them (`http1::stream`).
