@@ -94,7 +94,7 @@ pin_project_lite::pin_project! {
     /// HTTP/2 if the connection opens with the client preface, HTTP/1
     /// otherwise: fulcrum's own server side until a request is not plain,
     /// then hyper's. An HTTP/1 connection idle for PARK_AFTER parks: the
-    /// server side (with its buffers: 4 KiB and up for fulcrum's, 16 KiB and
+    /// server side (with its buffers: 1 KiB and up for fulcrum's, 16 KiB and
     /// up for hyper's) is dropped and the socket is waited on alone; the
     /// next bytes start fulcrum's server side again, after the bytes read
     /// ahead (pipelining), replayed.
@@ -643,10 +643,10 @@ mod tests {
 
     #[test]
     fn an_idle_connection_costs_little() {
-        // A plain connection's task is this state in a 128-byte aligned
-        // cell with about 120 bytes of tokio's own: 512 keeps the cell at
-        // 640 bytes. Parked, the connection holds nothing else but its
-        // ConnectionState and tokio's registration of the socket.
+        // A plain connection's task is this state in a box (424 bytes
+        // today; 512 keeps it in mimalloc's 512-byte class) and tokio's
+        // cell holding the box. Parked, the connection holds nothing else
+        // but its ConnectionState and tokio's registration of the socket.
         let task = returned_size(&serve_connection::<TcpStream>);
         assert!(task <= 512, "connection task state is {task} bytes");
         let state = std::mem::size_of::<ConnectionState>();
