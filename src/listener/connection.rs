@@ -16,14 +16,15 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::Admission;
 use super::connection_state::{ConnectionState, End, RequestGuard};
 use super::h1_server::{self, Ended};
 use super::refusing::{GOAWAY_PROTOCOL_ERROR, Refusing};
 use super::socket::{Detected, Socket, Transport, hard_limit};
+use super::stop::Stop;
 use super::timer::{PARK_AFTER, Step};
 use super::upgrade::Upgraded;
 use crate::body::MessageVerdict;
@@ -125,12 +126,12 @@ pin_project_lite::pin_project! {
         draining: bool,
         // The connection has been idle for PARK_AFTER.
         park: bool,
-        stop: CancellationToken,
+        stop: Arc<Stop>,
         // Polled once, to hold this task's waker; after that `stop` is
-        // only asked (polling it again took a lock of the token's waiters
-        // on every turn of the connection).
+        // only asked (polling it again took a lock of the waiter list on
+        // every turn of the connection).
         #[pin]
-        cancelled: WaitForCancellationFutureOwned,
+        cancelled: OwnedNotified,
         cancel_registered: bool,
         #[pin]
         timer: tokio::time::Sleep,
@@ -213,7 +214,7 @@ fn answer(
 pub(super) fn serve_connection<S: Transport>(
     stream: S,
     state: Arc<ConnectionState>,
-    stop: CancellationToken,
+    stop: Arc<Stop>,
     admission: Admission,
 ) -> impl Future<Output = ()> + Send {
     let d = admission.deadlines;
@@ -230,7 +231,7 @@ pub(super) fn serve_connection<S: Transport>(
         detecting: true,
         draining: false,
         park: false,
-        cancelled: stop.clone().cancelled_owned(),
+        cancelled: stop.waiter(),
         stop,
         cancel_registered: false,
         timer: tokio::time::sleep(d.idle.min(d.header_read)),
@@ -599,14 +600,15 @@ where
         Turn::Wait
     }
 
-    /// Whether the listener is stopping. Polls the token's future the first
-    /// time (its waker then stays registered, and a cancellation wakes this
-    /// task); asks the token after that.
+    /// Whether the listener is stopping. Polls the waiter the first time
+    /// (this task's waker then stays registered, and the signal wakes it);
+    /// asks the flag after that, and then too for a signal that came
+    /// before the waiter existed.
     fn stopped(&mut self, task: &mut Context<'_>) -> bool {
         if std::mem::replace(self.cancel_registered, true) {
-            self.stop.is_cancelled()
+            self.stop.is_stopped()
         } else {
-            self.cancelled.as_mut().poll(task).is_ready()
+            self.cancelled.as_mut().poll(task).is_ready() || self.stop.is_stopped()
         }
     }
 
@@ -636,7 +638,7 @@ mod tests {
     /// The size of what `f` returns, without calling it.
     fn returned_size<F, R>(_: &F) -> usize
     where
-        F: Fn(TcpStream, Arc<ConnectionState>, CancellationToken, Admission) -> R,
+        F: Fn(TcpStream, Arc<ConnectionState>, Arc<Stop>, Admission) -> R,
     {
         std::mem::size_of::<R>()
     }

@@ -12,7 +12,8 @@
 //!   (`h2_guard.rs`);
 //! - `refusing.rs`: the answer to a request refused before a server side
 //!   read it; `upgrade.rs`: the client's side of an upgraded connection;
-//! - `counts.rs`: open and parked connections per listener; `set.rs`: the
+//! - `counts.rs`: open and parked connections per listener; `stop.rs`: the
+//!   drain signal a listener's accept loop sets as it ends; `set.rs`: the
 //!   running set of listeners, which a reload changes.
 
 mod connection;
@@ -23,6 +24,7 @@ pub mod h2_guard;
 mod refusing;
 pub mod set;
 mod socket;
+mod stop;
 mod timer;
 pub mod upgrade;
 
@@ -154,6 +156,9 @@ impl BoundListener {
     /// shutdown token), one task per connection; connections drain on it.
     pub async fn serve(self, cx: Arc<Serving>, stop: CancellationToken) {
         let listener = Arc::new(self);
+        // Its connections drain when this loop ends, however it ends.
+        let drain = Arc::new(stop::Stop::default());
+        let _signal = stop::SignalOnDrop(Arc::clone(&drain));
         // Failed accepts are counted; the warning is written at most once a
         // minute, with how many came since (a flood must not fill the log).
         let mut warned: Option<Instant> = None;
@@ -234,7 +239,7 @@ impl BoundListener {
                 let Ok(stream) = stream.into_std() else {
                     continue;
                 };
-                let task = on_worker(stream, acceptor, state, stop.clone(), admission);
+                let task = on_worker(stream, acceptor, state, Arc::clone(&drain), admission);
                 cx.tracker.spawn_on(task, workers.next());
                 continue;
             }
@@ -246,11 +251,11 @@ impl BoundListener {
                     // Boxed too: tokio moves a task's future several times
                     // as it spawns it and as it stores its output, each a
                     // copy of the whole state; a box moves as a pointer.
-                    let task = serve_connection(stream, state, stop.clone(), admission);
+                    let task = serve_connection(stream, state, Arc::clone(&drain), admission);
                     cx.tracker.spawn(Box::pin(task));
                 }
                 Some(acceptor) => {
-                    let task = serve_tls(stream, acceptor, state, stop.clone(), admission);
+                    let task = serve_tls(stream, acceptor, state, Arc::clone(&drain), admission);
                     cx.tracker.spawn(Box::pin(task));
                 }
             }
@@ -281,7 +286,7 @@ async fn serve_tls(
     stream: TcpStream,
     acceptor: Arc<TlsAcceptor>,
     state: Arc<ConnectionState>,
-    stop: CancellationToken,
+    stop: Arc<stop::Stop>,
     admission: Admission,
 ) {
     let deadline = admission.deadlines.header_read;
@@ -318,7 +323,7 @@ async fn on_worker(
     stream: std::net::TcpStream,
     acceptor: Option<Arc<TlsAcceptor>>,
     state: Arc<ConnectionState>,
-    stop: CancellationToken,
+    stop: Arc<stop::Stop>,
     admission: Admission,
 ) {
     let Ok(stream) = TcpStream::from_std(stream) else {
