@@ -318,3 +318,88 @@ async fn connection_close_is_answered_then_the_connection_closes() {
     }
     assert!(!b.uris().iter().any(|u| u == "/never"), "{:?}", b.uris());
 }
+
+/// The byte at `i` of the streamed body (the same sequence as
+/// [`pattern`]).
+fn byte_at(i: usize) -> u8 {
+    (i * 31 % 251) as u8
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_back_the_endpoint_and_loses_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const BODY: usize = 48 << 20;
+    const PIECE: usize = 64 << 10;
+    let written = Arc::new(AtomicUsize::new(0));
+    let sent = written.clone();
+    let endpoint = raw_backend(move |mut s: TcpStream| {
+        let sent = sent.clone();
+        async move {
+            read_head(&mut s).await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY}\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut piece = vec![0u8; PIECE];
+            for at in (0..BODY).step_by(PIECE) {
+                for (k, b) in piece.iter_mut().enumerate() {
+                    *b = byte_at(at + k);
+                }
+                if s.write_all(&piece).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(PIECE, Ordering::Relaxed);
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config_for(&[endpoint], "", "")).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 << 10).unwrap();
+    let mut client = socket.connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET /large HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing: once the buffers between it and the
+    // endpoint are full, the endpoint's writes wait. Whatever fulcrum
+    // holds is bounded, far below the body (the kernel's buffers hold
+    // about 8 MiB here). A blocked write sends no signal: the endpoint
+    // has stalled when its count stands still for 200 ms.
+    let mut last = usize::MAX;
+    let stalled = eventually(WAIT * 2, || {
+        let now = written.load(Ordering::Relaxed);
+        let before = std::mem::replace(&mut last, now);
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (now > 0 && now == before).then_some(now)
+        }
+    })
+    .await;
+    assert!(
+        stalled < BODY / 2,
+        "the endpoint wrote {stalled} of {BODY} bytes to a client reading nothing"
+    );
+    // Then every byte arrives, in order.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let mut buf = vec![0u8; PIECE];
+    let mut at = 0;
+    while at < BODY {
+        let n = tokio::time::timeout(WAIT, client.read(&mut buf))
+            .await
+            .expect("the body keeps coming")
+            .unwrap();
+        assert!(n > 0, "the body ended at {at} of {BODY} bytes");
+        for (k, &b) in buf[..n].iter().enumerate() {
+            assert_eq!(b, byte_at(at + k), "byte {}", at + k);
+        }
+        at += n;
+    }
+    assert_eq!(at, BODY);
+}
