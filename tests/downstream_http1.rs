@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::*;
@@ -327,8 +329,6 @@ fn byte_at(i: usize) -> u8 {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_back_the_endpoint_and_loses_nothing() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     const BODY: usize = 48 << 20;
     const PIECE: usize = 64 << 10;
     let written = Arc::new(AtomicUsize::new(0));
@@ -337,6 +337,11 @@ async fn a_client_that_stops_reading_holds_back_the_endpoint_and_loses_nothing()
         let sent = sent.clone();
         async move {
             read_head(&mut s).await;
+            // Small, so that what stands between the endpoint and the
+            // client is mostly fulcrum's.
+            socket2::SockRef::from(&s)
+                .set_send_buffer_size(PIECE)
+                .unwrap();
             let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY}\r\n\r\n");
             s.write_all(head.as_bytes()).await.unwrap();
             let mut piece = vec![0u8; PIECE];
@@ -362,8 +367,8 @@ async fn a_client_that_stops_reading_holds_back_the_endpoint_and_loses_nothing()
         .unwrap();
     // The client reads nothing: once the buffers between it and the
     // endpoint are full, the endpoint's writes wait. Whatever fulcrum
-    // holds is bounded, far below the body (the kernel's buffers hold
-    // about 8 MiB here). A blocked write sends no signal: the endpoint
+    // holds is bounded, far below the body (fulcrum's socket buffers,
+    // sized by the kernel, hold most of it). A blocked write sends no signal: the endpoint
     // has stalled when its count stands still for 200 ms.
     let mut last = usize::MAX;
     let stalled = eventually(WAIT * 2, || {
