@@ -321,12 +321,6 @@ async fn connection_close_is_answered_then_the_connection_closes() {
     assert!(!b.uris().iter().any(|u| u == "/never"), "{:?}", b.uris());
 }
 
-/// The byte at `i` of the streamed body (the same sequence as
-/// [`pattern`]).
-fn byte_at(i: usize) -> u8 {
-    (i * 31 % 251) as u8
-}
-
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_back_the_endpoint_and_loses_nothing() {
     const BODY: usize = 48 << 20;
@@ -347,7 +341,7 @@ async fn a_client_that_stops_reading_holds_back_the_endpoint_and_loses_nothing()
             let mut piece = vec![0u8; PIECE];
             for at in (0..BODY).step_by(PIECE) {
                 for (k, b) in piece.iter_mut().enumerate() {
-                    *b = byte_at(at + k);
+                    *b = pattern_byte(at + k);
                 }
                 if s.write_all(&piece).await.is_err() {
                     return;
@@ -368,8 +362,9 @@ async fn a_client_that_stops_reading_holds_back_the_endpoint_and_loses_nothing()
     // The client reads nothing: once the buffers between it and the
     // endpoint are full, the endpoint's writes wait. Whatever fulcrum
     // holds is bounded, far below the body (fulcrum's socket buffers,
-    // sized by the kernel, hold most of it). A blocked write sends no signal: the endpoint
-    // has stalled when its count stands still for 200 ms.
+    // sized by the kernel, hold most of it). A blocked write sends no
+    // signal: the endpoint has stalled when its count stands still for
+    // 200 ms.
     let mut last = usize::MAX;
     let stalled = eventually(WAIT * 2, || {
         let now = written.load(Ordering::Relaxed);
@@ -402,7 +397,7 @@ async fn a_client_that_stops_reading_holds_back_the_endpoint_and_loses_nothing()
             .unwrap();
         assert!(n > 0, "the body ended at {at} of {BODY} bytes");
         for (k, &b) in buf[..n].iter().enumerate() {
-            assert_eq!(b, byte_at(at + k), "byte {}", at + k);
+            assert_eq!(b, pattern_byte(at + k), "byte {}", at + k);
         }
         at += n;
     }

@@ -266,7 +266,12 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 
 /// Deterministic bytes for large bodies.
 pub fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    (0..n).map(pattern_byte).collect()
+}
+
+/// The byte at `i` of [`pattern`], for bodies too large to hold.
+pub fn pattern_byte(i: usize) -> u8 {
+    (i * 31 % 251) as u8
 }
 
 /// A fulcrum running in this test's runtime.
