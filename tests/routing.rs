@@ -21,57 +21,7 @@ async fn requests_reach_the_upstream_of_the_best_route() {
     let wild = Backend::spawn("wild").await;
     let any = Backend::spawn("any").await;
     let api = Backend::spawn("api").await;
-    let config = format!(
-        r#"
-[admin]
-bind = ""
-
-[[listener]]
-name = "public"
-bind = "127.0.0.1:0"
-
-[[listener]]
-name = "internal"
-bind = "127.0.0.1:0"
-
-[[route]]
-name = "fallback"
-upstream = "any"
-
-[[route]]
-name = "api"
-path_prefix = "/api/"
-strip_prefix = true
-upstream = "api"
-
-[[route]]
-name = "wild"
-host = "*.example.com"
-upstream = "wild"
-
-[[route]]
-name = "exact"
-host = "www.example.com"
-path_prefix = "/shop"
-upstream = "exact"
-
-[[route]]
-name = "internal-only"
-listeners = ["internal"]
-path_prefix = "/admin"
-upstream = "api"
-
-[upstream.exact]
-endpoints = [{{ address = "{}" }}]
-[upstream.wild]
-endpoints = [{{ address = "{}" }}]
-[upstream.any]
-endpoints = [{{ address = "{}" }}]
-[upstream.api]
-endpoints = [{{ address = "{}" }}]
-"#,
-        exact.addr, wild.addr, any.addr, api.addr
-    );
+    let config = best_route_config([exact.addr, wild.addr, any.addr, api.addr]);
     let proxy = Proxy::start(&config).await;
     let public = format!("http://{}", proxy.listener("public"));
     let internal = format!("http://{}", proxy.listener("internal"));
@@ -120,6 +70,63 @@ endpoints = [{{ address = "{}" }}]
         send_to(&c, &format!("{public}/admin/x"), "a").await,
         (200, "any".into())
     );
+}
+
+/// Two listeners, five routes (a fallback, a stripped path prefix, a
+/// wildcard host, an exact host with a path, one listener's own) and the
+/// four upstreams they name.
+fn best_route_config([exact, wild, any, api]: [std::net::SocketAddr; 4]) -> String {
+    format!(
+        r#"
+[admin]
+bind = ""
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "internal"
+bind = "127.0.0.1:0"
+
+[[route]]
+name = "fallback"
+upstream = "any"
+
+[[route]]
+name = "api"
+path_prefix = "/api/"
+strip_prefix = true
+upstream = "api"
+
+[[route]]
+name = "wild"
+host = "*.example.com"
+upstream = "wild"
+
+[[route]]
+name = "exact"
+host = "www.example.com"
+path_prefix = "/shop"
+upstream = "exact"
+
+[[route]]
+name = "internal-only"
+listeners = ["internal"]
+path_prefix = "/admin"
+upstream = "api"
+
+[upstream.exact]
+endpoints = [{{ address = "{}" }}]
+[upstream.wild]
+endpoints = [{{ address = "{}" }}]
+[upstream.any]
+endpoints = [{{ address = "{}" }}]
+[upstream.api]
+endpoints = [{{ address = "{}" }}]
+"#,
+        exact, wild, any, api
+    )
 }
 
 #[tokio::test]

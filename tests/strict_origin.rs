@@ -27,8 +27,11 @@ use tokio::net::TcpStream;
 
 #[path = "support/probes.rs"]
 mod probes;
+#[path = "support/response_probes.rs"]
+mod response_probes;
 
-use probes::{Expect, Probe, ResponseProbe};
+use probes::{Expect, Probe};
+use response_probes::ResponseProbe;
 
 /// What a client read from one connection.
 #[derive(Debug, Default)]
@@ -319,7 +322,7 @@ async fn request_probes_reach_the_origin_exactly_as_sent() {
 #[tokio::test]
 async fn response_probes_reach_the_client_framed_once() {
     let setup = fulcrum_with_origin().await;
-    let probes = probes::responses();
+    let probes = response_probes::responses();
     assert!(probes.len() >= 40, "{} response probes", probes.len());
     let mut outcomes = Vec::new();
     for (n, probe) in probes.iter().enumerate() {
@@ -384,7 +387,7 @@ async fn probes_against_another_proxy() {
             failed.join("; ")
         );
     }
-    for (n, probe) in probes::responses().iter().enumerate() {
+    for (n, probe) in response_probes::responses().iter().enumerate() {
         let failed = run_response_probe(&setup, n, probe).await;
         let class = classify(&failed);
         *classes.entry(class).or_default() += 1;
