@@ -159,10 +159,7 @@ impl BoundListener {
         // Its connections drain when this loop ends, however it ends.
         let drain = Arc::new(stop::Stop::default());
         let _signal = stop::SignalOnDrop(Arc::clone(&drain));
-        // Failed accepts are counted; the warning is written at most once a
-        // minute, with how many came since (a flood must not fill the log).
-        let mut warned: Option<Instant> = None;
-        let mut unlogged = 0u64;
+        let mut failures = AcceptFailures::default();
         // Polled in every wait below, registered with the token once.
         let stopped = stop.cancelled();
         tokio::pin!(stopped);
@@ -189,19 +186,7 @@ impl BoundListener {
                 accepted = listener.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(error) => {
-                        cx.shared
-                            .metrics
-                            .counter(
-                                crate::metrics::DOWNSTREAM_ACCEPT_ERRORS,
-                                &[("listener", &listener.name)],
-                            )
-                            .increment(1);
-                        unlogged += 1;
-                        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
-                            tracing::warn!(listener = %listener.name, %error, failed = unlogged, "accept failed");
-                            warned = Some(Instant::now());
-                            unlogged = 0;
-                        }
+                        failures.record(&cx.shared, &listener.name, &error);
                         // EMFILE and friends: back off instead of spinning.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
@@ -259,6 +244,36 @@ impl BoundListener {
                     cx.tracker.spawn(Box::pin(task));
                 }
             }
+        }
+    }
+}
+
+/// Failed accepts of one listener: each is counted; the warning is
+/// written at most once a minute, with how many came since (a flood must
+/// not fill the log).
+#[derive(Default)]
+struct AcceptFailures {
+    warned: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    fn record(&mut self, shared: &Shared, listener: &str, error: &io::Error) {
+        shared
+            .metrics
+            .counter(
+                crate::metrics::DOWNSTREAM_ACCEPT_ERRORS,
+                &[("listener", listener)],
+            )
+            .increment(1);
+        self.unlogged += 1;
+        if self
+            .warned
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::warn!(listener, %error, failed = self.unlogged, "accept failed");
+            self.warned = Some(Instant::now());
+            self.unlogged = 0;
         }
     }
 }

@@ -59,52 +59,8 @@ pub(super) fn upstream(
             "upstream names must be 1-64 characters of letters, digits, `_`, `-` or `.`",
         );
     }
-    let balance = t
-        .parsed("balance", parse_balance, issues)
-        .map_or(DEFAULT_BALANCE, |f| f.value);
-    let hashes = matches!(balance, BalanceKind::ConsistentHash | BalanceKind::Maglev);
-    let hash_key = match t.parsed("hash_key", parse_hash_key, issues) {
-        Some(f) if !hashes => {
-            f.fail(
-                issues,
-                "applies only to balance = \"consistent_hash\" or \"maglev\"",
-            );
-            None
-        }
-        other => other.map(|f| f.value),
-    };
-    if hashes && hash_key.is_none() && t.value("hash_key").is_none() {
-        // At the table's header: the missing key has no position of its
-        // own, and the balance value is not what is wrong.
-        issues.push(
-            t.span.clone(),
-            format!("{}.hash_key", t.path),
-            format!("required when balance = \"{}\"", balance.as_str()),
-        );
-    }
-    let bounded_load = match t.float("bounded_load", issues) {
-        Some(f) if f.value != 0.0 && f.value < 1.0 => {
-            f.fail(issues, "must be 0 (off) or at least 1.0");
-            0.0
-        }
-        Some(f) if f.value != 0.0 && balance != BalanceKind::ConsistentHash => {
-            f.fail(issues, "applies only to balance = \"consistent_hash\"");
-            0.0
-        }
-        Some(f) => f.value,
-        None => 0.0,
-    };
-    let protocol = t
-        .parsed(
-            "protocol",
-            |s| match s {
-                "http1" => Ok(Protocol::Http1),
-                "http2" => Ok(Protocol::Http2),
-                other => Err(format!("`{other}` is not a protocol; use http1 or http2")),
-            },
-            issues,
-        )
-        .map_or(DEFAULT_PROTOCOL, |f| f.value);
+    let (balance, hash_key, bounded_load) = balancing(t, issues);
+    let protocol = protocol(t, issues);
     let retry_on = retry_on(t, issues);
     let discovery = t
         .table("discovery", issues)
@@ -154,6 +110,61 @@ pub(super) fn upstream(
         span: name.span,
         key: t.path.clone(),
     })
+}
+
+/// `balance`, `hash_key` (required by the hashing balancers, refused by
+/// the others) and `bounded_load` (consistent hashing only).
+fn balancing(t: &Table<'_, '_>, issues: &mut Issues) -> (BalanceKind, Option<HashKey>, f64) {
+    let balance = t
+        .parsed("balance", parse_balance, issues)
+        .map_or(DEFAULT_BALANCE, |f| f.value);
+    let hashes = matches!(balance, BalanceKind::ConsistentHash | BalanceKind::Maglev);
+    let hash_key = match t.parsed("hash_key", parse_hash_key, issues) {
+        Some(f) if !hashes => {
+            f.fail(
+                issues,
+                "applies only to balance = \"consistent_hash\" or \"maglev\"",
+            );
+            None
+        }
+        other => other.map(|f| f.value),
+    };
+    if hashes && hash_key.is_none() && t.value("hash_key").is_none() {
+        // At the table's header: the missing key has no position of its
+        // own, and the balance value is not what is wrong.
+        issues.push(
+            t.span.clone(),
+            format!("{}.hash_key", t.path),
+            format!("required when balance = \"{}\"", balance.as_str()),
+        );
+    }
+    let bounded_load = match t.float("bounded_load", issues) {
+        Some(f) if f.value != 0.0 && f.value < 1.0 => {
+            f.fail(issues, "must be 0 (off) or at least 1.0");
+            0.0
+        }
+        Some(f) if f.value != 0.0 && balance != BalanceKind::ConsistentHash => {
+            f.fail(issues, "applies only to balance = \"consistent_hash\"");
+            0.0
+        }
+        Some(f) => f.value,
+        None => 0.0,
+    };
+    (balance, hash_key, bounded_load)
+}
+
+/// `protocol`: http1 (the default) or http2.
+fn protocol(t: &Table<'_, '_>, issues: &mut Issues) -> Protocol {
+    t.parsed(
+        "protocol",
+        |s| match s {
+            "http1" => Ok(Protocol::Http1),
+            "http2" => Ok(Protocol::Http2),
+            other => Err(format!("`{other}` is not a protocol; use http1 or http2")),
+        },
+        issues,
+    )
+    .map_or(DEFAULT_PROTOCOL, |f| f.value)
 }
 
 /// `retry_on`: the causes listed, or connect failures and resets.

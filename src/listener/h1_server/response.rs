@@ -63,14 +63,7 @@ impl Head {
         let (mut parts, body) = response.into_parts();
         let status = parts.status;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-            // hyper cannot send an interim response as the final one: it
-            // answers 500 and closes.
-            out.extend_from_slice(
-                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\ndate: ",
-            );
-            extend_date(out);
-            out.extend_from_slice(b"\r\n\r\n");
-            return Ok((None, WriteFraming::Length(0), true));
+            return Ok(interim_as_final(out));
         }
         // An HTTP/1.1 endpoint's fields, already as lines (the map is then
         // empty); taken before the drain adds its field to the map.
@@ -141,13 +134,7 @@ impl Head {
         if !fields.can_have_body {
             framing = WriteFraming::Length(0);
         }
-        if fields.wrote_date {
-            out.extend_from_slice(b"\r\n");
-        } else {
-            out.extend_from_slice(b"date: ");
-            extend_date(out);
-            out.extend_from_slice(b"\r\n\r\n");
-        }
+        end_head(out, fields.wrote_date);
         // A body with nothing to send is released now (hyper does not poll
         // it either).
         let body = match framing {
@@ -161,6 +148,25 @@ impl Head {
         }
         Ok((body, framing, last))
     }
+}
+
+/// hyper cannot send an interim response as the final one: it answers 500
+/// and closes.
+fn interim_as_final(out: &mut Vec<u8>) -> (Option<ResponseBody>, WriteFraming, bool) {
+    out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\ndate: ");
+    extend_date(out);
+    out.extend_from_slice(b"\r\n\r\n");
+    (None, WriteFraming::Length(0), true)
+}
+
+/// Ends the head, with a `date` field first unless the response had one.
+fn end_head(out: &mut Vec<u8>, wrote_date: bool) {
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        extend_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Keep-alive is off (draining, or the client asked): said so, as hyper
