@@ -153,9 +153,8 @@ impl Head {
 /// hyper cannot send an interim response as the final one: it answers 500
 /// and closes.
 fn interim_as_final(out: &mut Vec<u8>) -> (Option<ResponseBody>, WriteFraming, bool) {
-    out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\ndate: ");
-    extend_date(out);
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n");
+    end_head(out, false);
     (None, WriteFraming::Length(0), true)
 }
 
