@@ -561,3 +561,131 @@ fn sighup_reloads_the_config() {
     running.signal("TERM");
     assert_eq!(running.wait_exit(Duration::from_secs(10)), 0);
 }
+
+/// Connections past the process's descriptor limit: every failed accept
+/// is counted, the warning is logged once (not once per failure: a flood
+/// must not fill the log), and the listener serves again once
+/// descriptors are free.
+#[test]
+fn failed_accepts_are_counted_and_warned_of_once() {
+    let backend_addr = named_endpoint("ok");
+    let (_dir, path) = write_config(&format!(
+        "[server]\nworkers = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"u\"\n[upstream.u]\nendpoints = [{{ address = \"{backend_addr}\" }}]\n"
+    ));
+    // A shell sets the limit (the crate forbids the `unsafe` of a
+    // `pre_exec`); 64 descriptors leave room for the runtime, the
+    // listeners and a few connections.
+    let script = format!("ulimit -n 64 && exec {BIN} -c {} run", path.display());
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .env("FULCRUM_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut next_line = || {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a log line");
+        seen.push(line.clone());
+        line
+    };
+    let (mut addr, mut admin) = (None, None);
+    while addr.is_none() || admin.is_none() {
+        let line = next_line();
+        addr = addr.or_else(|| address_in(&line, "listener=http "));
+        admin = admin.or_else(|| address_in(&line, "admin API listening"));
+    }
+    let (addr, admin) = (addr.unwrap(), admin.unwrap());
+    // The admin connection is taken before the descriptors run out, and
+    // kept: scrapes on it need no accept.
+    let mut scraper = std::net::TcpStream::connect(&admin).unwrap();
+    scraper
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut failures = || {
+        let metrics = keep_alive_get(&mut scraper, "/metrics");
+        metrics
+            .lines()
+            .find(|l| l.starts_with("fulcrum_downstream_accept_errors_total{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(
+        failures().unwrap_or(0.0),
+        0.0,
+        "no failure before the flood"
+    );
+    // More connections than descriptors: the kernel completes them all
+    // (the backlog), fulcrum's accepts fail once its table is full.
+    let flood: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    // It goes on failing (one try every 50 ms) while the flood holds.
+    let counted = eventually_blocking(Duration::from_secs(10), || failures().filter(|&n| n >= 3.0));
+    drop(flood);
+    // Served again once descriptors are free (the flood's connections
+    // close), and one warning for all the failures.
+    eventually_blocking(Duration::from_secs(10), || {
+        http_get(&addr, "/").starts_with("HTTP/1.1 200")
+    });
+    while let Ok(line) = rx.try_recv() {
+        seen.push(line);
+    }
+    let warnings: Vec<_> = seen
+        .iter()
+        .filter(|l| l.contains("accept failed"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{counted} failures; the log: {seen:#?}");
+    assert!(warnings[0].contains("listener=http"), "{}", warnings[0]);
+}
+
+/// A GET on a kept connection; the body, read by its framing (length or
+/// chunks).
+fn keep_alive_get(s: &mut std::net::TcpStream, path: &str) -> String {
+    use std::io::{Read, Write};
+    write!(s, "GET {path} HTTP/1.1\r\nhost: admin\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    let mut length = None;
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let lower = line.trim_end().to_ascii_lowercase();
+        if lower.is_empty() {
+            break;
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = Some(v.trim().parse::<usize>().unwrap());
+        }
+        chunked |= lower == "transfer-encoding: chunked";
+    }
+    let mut body = Vec::new();
+    if let Some(n) = length.filter(|_| !chunked) {
+        body.resize(n, 0);
+        reader.read_exact(&mut body).unwrap();
+    } else {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    String::from_utf8(body).unwrap()
+}

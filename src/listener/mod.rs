@@ -271,7 +271,7 @@ impl AcceptFailures {
             .warned
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
         {
-            tracing::warn!(listener, %error, failed = self.unlogged, "accept failed");
+            tracing::warn!(listener = %listener, %error, failed = self.unlogged, "accept failed");
             self.warned = Some(Instant::now());
             self.unlogged = 0;
         }
