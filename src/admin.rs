@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::Discovery;
+use crate::listener::accept_failures::{AcceptFailures, BACK_OFF};
 use crate::state::Shared;
 
 /// The admin listener, bound.
@@ -56,12 +57,14 @@ impl AdminServer {
         stop: CancellationToken,
     ) {
         let token = Arc::new(self.token);
+        let mut failures = AcceptFailures::default();
         loop {
             let (stream, _) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(error) => {
-                        tracing::warn!(%error, "admin accept failed");
+                        failures.record("admin", &error);
+                        tokio::time::sleep(BACK_OFF).await;
                         continue;
                     }
                 },

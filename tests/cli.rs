@@ -563,9 +563,9 @@ fn sighup_reloads_the_config() {
 }
 
 /// Connections past the process's descriptor limit: every failed accept
-/// is counted, the warning is logged once (not once per failure: a flood
-/// must not fill the log), and the listener serves again once
-/// descriptors are free.
+/// is counted, the warning is logged once per listener (not once per
+/// failure: a flood must not fill the log, nor spin the admin API's accept
+/// loop), and the listener serves again once descriptors are free.
 #[test]
 fn failed_accepts_are_counted_and_warned_of_once() {
     let backend_addr = named_endpoint("ok");
@@ -583,31 +583,10 @@ fn failed_accepts_are_counted_and_warned_of_once() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut log = Log::of(child.stderr.take().unwrap());
     let _running = Running(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let mut next_line = || {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a log line");
-        seen.push(line.clone());
-        line
-    };
-    let (mut addr, mut admin) = (None, None);
-    while addr.is_none() || admin.is_none() {
-        let line = next_line();
-        addr = addr.or_else(|| address_in(&line, "listener=http "));
-        admin = admin.or_else(|| address_in(&line, "admin API listening"));
-    }
-    let (addr, admin) = (addr.unwrap(), admin.unwrap());
+    let addr = address_in(&log.wait_for("listener=http "), "").unwrap();
+    let admin = address_in(&log.wait_for("admin API listening"), "").unwrap();
     // The admin connection is taken before the descriptors run out, and
     // kept: scrapes on it need no accept.
     let mut scraper = std::net::TcpStream::connect(&admin).unwrap();
@@ -633,21 +612,64 @@ fn failed_accepts_are_counted_and_warned_of_once() {
         .collect();
     // It goes on failing (one try every 50 ms) while the flood holds.
     let counted = eventually_blocking(Duration::from_secs(10), || failures().filter(|&n| n >= 3.0));
-    drop(flood);
+    // The admin API's accept fails too.
+    let queued = std::net::TcpStream::connect(&admin).unwrap();
+    log.wait_for("accept failed listener=admin");
+    drop((flood, queued));
     // Served again once descriptors are free (the flood's connections
-    // close), and one warning for all the failures.
+    // close), and one warning per listener for all the failures.
     eventually_blocking(Duration::from_secs(10), || {
         http_get(&addr, "/").starts_with("HTTP/1.1 200")
     });
-    while let Ok(line) = rx.try_recv() {
-        seen.push(line);
+    let seen = log.so_far();
+    for listener in ["http", "admin"] {
+        let needle = format!("accept failed listener={listener} ");
+        let warnings = seen.iter().filter(|l| l.contains(&needle)).count();
+        assert_eq!(warnings, 1, "{listener}: {counted} failures; {seen:#?}");
     }
-    let warnings: Vec<_> = seen
-        .iter()
-        .filter(|l| l.contains("accept failed"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "{counted} failures; the log: {seen:#?}");
-    assert!(warnings[0].contains("listener=http"), "{}", warnings[0]);
+}
+
+/// A child's log, read on a thread of its own as it comes.
+struct Log {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Log {
+    fn of(pipe: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line containing `needle`, within 10 s.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no line with {needle:?} in {:#?}", self.seen));
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Every line so far.
+    fn so_far(mut self) -> Vec<String> {
+        self.seen.extend(self.lines.try_iter());
+        self.seen
+    }
 }
 
 /// A GET on a kept connection; the body, read by its framing (length or

@@ -14,8 +14,11 @@
 //!   read it; `upgrade.rs`: the client's side of an upgraded connection;
 //! - `counts.rs`: open and parked connections per listener; `stop.rs`: the
 //!   drain signal a listener's accept loop sets as it ends; `set.rs`: the
-//!   running set of listeners, which a reload changes.
+//!   running set of listeners, which a reload changes;
+//! - `accept_failures.rs`: what an accept loop does when an accept fails
+//!   (this one's and the admin API's).
 
+pub mod accept_failures;
 mod connection;
 pub mod connection_state;
 pub mod counts;
@@ -32,18 +35,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
-use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ListenerConfig;
 use crate::state::Shared;
+use accept_failures::AcceptFailures;
 use connection::serve_connection;
 pub use connection::{
     H2_MAX_CONCURRENT_STREAMS, H2_MAX_LOCAL_ERROR_RESETS, H2_MAX_PENDING_ACCEPT_RESETS,
@@ -186,9 +188,15 @@ impl BoundListener {
                 accepted = listener.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(error) => {
-                        failures.record(&cx.shared, &listener.name, &error);
-                        // EMFILE and friends: back off instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        cx.shared
+                            .metrics
+                            .counter(
+                                crate::metrics::DOWNSTREAM_ACCEPT_ERRORS,
+                                &[("listener", &listener.name)],
+                            )
+                            .increment(1);
+                        failures.record(&listener.name, &error);
+                        tokio::time::sleep(accept_failures::BACK_OFF).await;
                         continue;
                     }
                 },
@@ -244,36 +252,6 @@ impl BoundListener {
                     cx.tracker.spawn(Box::pin(task));
                 }
             }
-        }
-    }
-}
-
-/// Failed accepts of one listener: each is counted; the warning is
-/// written at most once a minute, with how many came since (a flood must
-/// not fill the log).
-#[derive(Default)]
-struct AcceptFailures {
-    warned: Option<Instant>,
-    unlogged: u64,
-}
-
-impl AcceptFailures {
-    fn record(&mut self, shared: &Shared, listener: &str, error: &io::Error) {
-        shared
-            .metrics
-            .counter(
-                crate::metrics::DOWNSTREAM_ACCEPT_ERRORS,
-                &[("listener", listener)],
-            )
-            .increment(1);
-        self.unlogged += 1;
-        if self
-            .warned
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
-        {
-            tracing::warn!(listener = %listener, %error, failed = self.unlogged, "accept failed");
-            self.warned = Some(Instant::now());
-            self.unlogged = 0;
         }
     }
 }
