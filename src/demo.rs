@@ -112,6 +112,8 @@ async fn spawn_endpoint(name: &'static str) -> std::io::Result<SocketAddr> {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, say: the demo's own loop backs off too.
+                tokio::time::sleep(crate::listener::accept_failures::BACK_OFF).await;
                 continue;
             };
             tokio::spawn(async move {
