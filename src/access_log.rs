@@ -184,6 +184,7 @@ fn write_all(
 ) {
     let mut buf = Vec::with_capacity(BATCH_BYTES + 4096);
     let mut clock = Clock::default();
+    let mut failed_writes = 0u64;
     while let Ok(message) = rx.recv() {
         let mut next = Some(message);
         let mut drained = false;
@@ -203,7 +204,12 @@ fn write_all(
             drained = next.is_none();
         }
         if let Err(error) = out.write_all(&buf).and_then(|()| out.flush()) {
-            tracing::error!(%error, "access log write failed");
+            // At the first failure, then at each power of two, as with
+            // dropped lines: a full disk must not fill the log too.
+            failed_writes += 1;
+            if failed_writes.is_power_of_two() {
+                tracing::error!(%error, failed = failed_writes, "access log write failed; its lines are dropped");
+            }
         }
         buf.clear();
         if let Some(done) = flushed {
@@ -494,6 +500,63 @@ mod tests {
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), lines);
         assert!(out.len() > 10 * BATCH_BYTES, "many batches");
         assert_eq!(rests, 1);
+    }
+
+    /// A writer that fails each write (a full disk): every batch is
+    /// tried, the lines are dropped, and the error is logged at the 1st,
+    /// 2nd, 4th, ... failure, not at each.
+    #[test]
+    fn failed_writes_are_logged_at_powers_of_two() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl tracing_subscriber::fmt::MakeWriter<'_> for Captured {
+            type Writer = Captured;
+            fn make_writer(&self) -> Captured {
+                self.clone()
+            }
+        }
+        struct Full(usize);
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                self.0 += 1;
+                Err(std::io::Error::from_raw_os_error(28))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (tx, rx) = sync_channel(QUEUE);
+        let (mut full, captured) = (Full(0), Captured::default());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            // A batch per flush: 100 batches, 100 failed writes.
+            for _ in 0..100 {
+                tx.try_send(Message::Line(entry())).unwrap();
+                let (done, _) = std::sync::mpsc::channel();
+                tx.try_send(Message::Flush(done)).unwrap();
+            }
+            drop(tx);
+            write_all(&rx, AccessLogFormat::Common, &mut full, || {});
+        });
+        assert_eq!(full.0, 100);
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let counts: Vec<_> = log
+            .lines()
+            .map(|l| l.split("failed=").nth(1).unwrap().to_owned())
+            .collect();
+        assert_eq!(counts, ["1", "2", "4", "8", "16", "32", "64"], "{log}");
     }
 
     /// A flush (at shutdown) is answered once every line queued before it
