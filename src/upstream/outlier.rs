@@ -4,7 +4,8 @@
 //! responses) eject an endpoint for `ejection_time`; each ejection in a row
 //! (no good response in between) doubles it, up to 10 x `ejection_time`. A
 //! good response resets both counts. An ejection that would leave more than
-//! `max_ejected_percent` of the upstream ejected does not happen.
+//! `max_ejected_percent` of the upstream ejected does not happen; the
+//! refusal is reported once per streak.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,9 @@ pub struct Outlier {
     pub ejections_in_row: u32,
     /// When the current ejection ends, if ejected.
     pub ejected_until: Option<Instant>,
+    /// This streak reached the threshold and its ejection was refused
+    /// (said once: each failure after it asks again, silently).
+    pub refused: bool,
 }
 
 /// What a result asks for.
@@ -28,7 +32,10 @@ pub enum Verdict {
     Keep,
     /// Eject for this long.
     Eject(Duration),
-    /// The threshold was reached, but ejecting would pass max_ejected_percent.
+    /// The threshold was reached, but ejecting would pass
+    /// max_ejected_percent. Once per streak: later failures of the same
+    /// streak that are refused too are `Keep`, so that a client whose
+    /// requests fail cannot write a warning per request.
     Refused,
 }
 
@@ -37,6 +44,7 @@ impl Outlier {
     pub fn success(&mut self) {
         self.consecutive = 0;
         self.ejections_in_row = 0;
+        self.refused = false;
     }
 
     /// A failure. `ejected` and `total` count the upstream's endpoints
@@ -57,9 +65,13 @@ impl Outlier {
             return Verdict::Keep;
         }
         if (ejected + 1) * 100 > total * config.max_ejected_percent as usize {
+            if std::mem::replace(&mut self.refused, true) {
+                return Verdict::Keep;
+            }
             return Verdict::Refused;
         }
         self.consecutive = 0;
+        self.refused = false;
         self.ejections_in_row += 1;
         let factor = 2u32.saturating_pow(self.ejections_in_row - 1).min(10);
         let duration = config.ejection_time * factor;
@@ -173,5 +185,33 @@ mod tests {
         let mut o = Outlier::default();
         assert_eq!(config(1, 0).max_ejected_percent, 0);
         assert_eq!(o.failure(&config(1, 0), t0, 0, 2), Verdict::Refused);
+    }
+
+    /// The refusal is said once per streak; each later failure still asks,
+    /// and ejects once the upstream has room.
+    #[test]
+    fn a_refusal_is_said_once_a_streak() {
+        let c = config(2, 50);
+        let t0 = Instant::now();
+        let mut o = Outlier::default();
+        assert_eq!(o.failure(&c, t0, 1, 2), Verdict::Keep);
+        assert_eq!(o.failure(&c, t0, 1, 2), Verdict::Refused);
+        for _ in 0..100 {
+            assert_eq!(o.failure(&c, t0, 1, 2), Verdict::Keep);
+        }
+        // The other endpoint is back: the next failure ejects.
+        assert_eq!(
+            o.failure(&c, t0, 0, 2),
+            Verdict::Eject(Duration::from_secs(30))
+        );
+        // A new streak after the ejection may be refused and said again.
+        let t1 = t0 + Duration::from_secs(30);
+        assert!(o.expire(t1));
+        o.failure(&c, t1, 1, 2);
+        assert_eq!(o.failure(&c, t1, 1, 2), Verdict::Refused);
+        // And after a good response.
+        o.success();
+        o.failure(&c, t1, 1, 2);
+        assert_eq!(o.failure(&c, t1, 1, 2), Verdict::Refused);
     }
 }
