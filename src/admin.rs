@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::discovery::Discovery;
 use crate::listener::accept_failures::{AcceptFailures, BACK_OFF};
 use crate::state::Shared;
+
+/// Admin connections open at once; more are closed as they come.
+const MAX_CONNECTIONS: usize = 64;
 
 /// The admin listener, bound.
 pub struct AdminServer {
@@ -58,6 +61,7 @@ impl AdminServer {
     ) {
         let token = Arc::new(self.token);
         let mut failures = AcceptFailures::default();
+        let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let (stream, _) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -70,16 +74,28 @@ impl AdminServer {
                 },
                 () = stop.cancelled() => return,
             };
+            // Beyond the cap, closed at once: idle connections held open
+            // cannot take the process's descriptors (the token is checked
+            // per request, so holding one needs none).
+            let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                continue;
+            };
+            let header_read = shared.snapshot.load().server.header_read_timeout;
             let shared = Arc::clone(&shared);
             let token = Arc::clone(&token);
             let reload = reload.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = service_fn(move |req| {
                     let response = answer(&req, &shared, token.as_deref(), reload.as_ref());
                     async move { Ok::<_, Infallible>(response) }
                 });
+                // A head (and, between requests, the next one) must come
+                // within `header_read_timeout`, as on the listeners.
                 let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
                     _ = connection => {}

@@ -288,3 +288,59 @@ async fn shutdown_closes_parked_connections_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(read_until_close(&mut s, Duration::from_secs(5)).await, "");
 }
+
+/// The admin API holds a client to `header_read_timeout` too (a head
+/// trickled, nothing sent, or nothing more after an answer), and keeps at
+/// most 64 connections: idle connections to it cannot take the process's
+/// descriptors.
+#[tokio::test]
+async fn admin_connections_are_cut_off_and_capped() {
+    let b = Backend::spawn("a").await;
+    let config = config_for(&[b.addr], "header_read_timeout = \"300ms\"", "")
+        .replace("[admin]\nbind = \"\"", "[admin]\nbind = \"127.0.0.1:0\"");
+    let proxy = Proxy::start(&config).await;
+    let admin = proxy.admin.expect("admin enabled");
+    for (what, sent) in [
+        (
+            "a trickled head",
+            &b"GET /metrics HTTP/1.1\r\nhost: a\r\n"[..],
+        ),
+        ("nothing", b""),
+        (
+            "a request, then nothing",
+            b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n",
+        ),
+    ] {
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let started = Instant::now();
+        let r = read_until_close(&mut s, Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(4),
+            "{what}: closed after {took:?}: {r:?}"
+        );
+    }
+    // 64 held open: the 65th is closed at once, unanswered.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(TcpStream::connect(admin).await.unwrap());
+    }
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(r, "", "beyond the cap");
+    // Once they are gone, the admin API answers again.
+    drop(held);
+    eventually(Duration::from_secs(5), || async {
+        let mut s = TcpStream::connect(admin).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let r = read_until_close(&mut s, Duration::from_secs(5)).await;
+        r.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+}
