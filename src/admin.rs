@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::Discovery;
-use crate::listener::accept_failures::{AcceptFailures, BACK_OFF};
+use crate::listener::accept_failures::AcceptFailures;
 use crate::state::Shared;
 
 /// Admin connections open at once; more are closed as they come.
@@ -67,8 +67,7 @@ impl AdminServer {
                 accepted = self.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(error) => {
-                        failures.record("admin", &error);
-                        tokio::time::sleep(BACK_OFF).await;
+                        failures.back_off("admin", &error).await;
                         continue;
                     }
                 },

@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::Fulcrum;
+use crate::listener::accept_failures::AcceptFailures;
 
 /// The demo, bound: serve it with [`Fulcrum::serve`].
 pub struct Demo {
@@ -110,11 +111,14 @@ async fn spawn_endpoint(name: &'static str) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
+        let mut failures = AcceptFailures::default();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                // Out of descriptors, say: the demo's own loop backs off too.
-                tokio::time::sleep(crate::listener::accept_failures::BACK_OFF).await;
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    failures.back_off(name, &error).await;
+                    continue;
+                }
             };
             tokio::spawn(async move {
                 let service = service_fn(

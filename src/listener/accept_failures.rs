@@ -1,7 +1,9 @@
 //! Failed accepts of one listening socket (out of descriptors and the
-//! like): the caller backs off before it tries again, and the warning is
+//! like): the loop backs off before it tries again, and the warning is
 //! written at most once a minute, with how many failed since, so a flood
-//! of connections neither spins the accept loop nor fills the log.
+//! of connections neither spins the accept loop nor fills the log. The
+//! listeners', the admin API's and the demo endpoints' loops all go
+//! through [`AcceptFailures::back_off`].
 
 use std::io;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use tokio::time::Instant;
 
 /// How long an accept loop waits after a failed accept: the connection
 /// that failed is still queued, and an immediate retry fails the same way.
-pub const BACK_OFF: Duration = Duration::from_millis(50);
+const BACK_OFF: Duration = Duration::from_millis(50);
 
 /// How often the warning may be written.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -22,9 +24,16 @@ pub struct AcceptFailures {
 }
 
 impl AcceptFailures {
+    /// Notes one failure of `listener`'s accept (warning at most once a
+    /// minute), then waits before the loop tries again.
+    pub async fn back_off(&mut self, listener: &str, error: &io::Error) {
+        self.record(listener, error);
+        tokio::time::sleep(BACK_OFF).await;
+    }
+
     /// Notes one failure of `listener`'s accept, and warns if the last
     /// warning is a minute old.
-    pub fn record(&mut self, listener: &str, error: &io::Error) {
+    fn record(&mut self, listener: &str, error: &io::Error) {
         self.unlogged += 1;
         if self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             tracing::warn!(listener = %listener, %error, failed = self.unlogged, "accept failed");

@@ -195,8 +195,7 @@ impl BoundListener {
                                 &[("listener", &listener.name)],
                             )
                             .increment(1);
-                        failures.record(&listener.name, &error);
-                        tokio::time::sleep(accept_failures::BACK_OFF).await;
+                        failures.back_off(&listener.name, &error).await;
                         continue;
                     }
                 },
