@@ -1,14 +1,17 @@
 //! TLS for listeners: rustls server configs with ALPN h2 + http/1.1 and a
-//! certificate chosen by SNI among several.
+//! certificate chosen by SNI among several (`sni.rs`).
+
+mod sni;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use sni::SniResolver;
 
 /// Why a certificate pair could not be used; the text names the file.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -17,13 +20,6 @@ pub enum TlsError {
     Cert(String),
     #[error("{0}")]
     Key(String),
-}
-
-/// Picks the first certificate valid for the client's SNI name; without SNI,
-/// or when none matches, the first certificate configured.
-#[derive(Debug)]
-struct SniResolver {
-    certificates: Vec<Arc<CertifiedKey>>,
 }
 
 /// The crypto provider fulcrum uses everywhere (ring).
@@ -70,37 +66,11 @@ pub fn server_config<'a>(
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Cert(e.to_string()))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { certificates }));
+        .with_cert_resolver(Arc::new(SniResolver::new(certificates)));
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     if !resumption {
         server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         server.send_tls13_tickets = 0;
     }
     Ok(Arc::new(server))
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let first = self.certificates.first().cloned();
-        if self.certificates.len() == 1 {
-            // The only one, whatever the client asked for: no name to check.
-            return first;
-        }
-        let Some(sni) = hello.server_name() else {
-            return first;
-        };
-        let Ok(name) = ServerName::try_from(sni) else {
-            return first;
-        };
-        self.certificates
-            .iter()
-            .find(|ck| {
-                ck.end_entity_cert().is_ok_and(|der| {
-                    webpki::EndEntityCert::try_from(der)
-                        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
-                })
-            })
-            .cloned()
-            .or(first)
-    }
 }
