@@ -12,6 +12,10 @@
 #                                     # file in the same directory (nginx:
 #                                     # combined, HAProxy: httplog, fulcrum: json)
 #   SCENARIOS="small:50 4k:50" IDLE=0 benches/e2e/run.sh   # some scenarios, no idle test
+#   CANDIDATE=path/to/fulcrum benches/e2e/run.sh   # another fulcrum build as one
+#                                     # more contender (ports 18085/18095), taking
+#                                     # its turns with the others: "candidate /
+#                                     # fulcrum" per round, an A/B in one run
 #
 # A scenario is PATH:CONNECTIONS[:MODE]: PATH is small (12 B), 4k or 1m
 # (1 MiB) on the endpoint; MODE is
@@ -83,6 +87,14 @@ start_cmd[fulcrum]="$root/target/release/fulcrum -c $work/fulcrum/fulcrum.toml"
 declare -A port=([direct]=18080 [nginx]=18081 [haproxy]=18082 [fulcrum]=18083 [hyper]=18084)
 declare -A tls_port=([nginx]=18091 [haproxy]=18092 [fulcrum]=18093)
 peers=(nginx haproxy fulcrum)
+if [ -n "${CANDIDATE:-}" ]; then
+  mkdir -p "$work/candidate"
+  sed -e 's/18083/18085/; s/18093/18095/; s/fulcrum-access.log/candidate-access.log/' \
+    "$work/fulcrum/fulcrum.toml" > "$work/candidate/fulcrum.toml"
+  start_cmd[candidate]="$CANDIDATE -c $work/candidate/fulcrum.toml"
+  port[candidate]=18085; tls_port[candidate]=18095
+  peers+=(candidate)
+fi
 # CALIBRATE=1: also the floor of the stack, examples/minimal_proxy.rs (hyper
 # both sides, no routing, no metrics, no limits).
 if [ -n "${CALIBRATE:-}" ]; then
@@ -251,6 +263,15 @@ for s in "${scenarios[@]}"; do
       p99_ratio=$(printf '%s\n' "${p99s[@]}" | median)
       echo "fulcrum / best peer's p99, each round: $(IFS=/; echo "${p99s[*]}"); median $p99_ratio"
     fi
+  fi
+  if [ -n "${results[candidate|$s|1]:-}" ] && [ -n "${results[fulcrum|$s|1]:-}" ]; then
+    ab=()
+    for r in $(seq "$ROUNDS"); do
+      a=$(echo "${results[candidate|$s|$r]}" | awk '{print $4}')
+      b=$(echo "${results[fulcrum|$s|$r]}" | awk '{print $4}')
+      ab+=("$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", a / b }')")
+    done
+    echo "candidate / fulcrum, CPU per request, each round: $(IFS=/; echo "${ab[*]}"); median $(printf '%s\n' "${ab[@]}" | median)"
   fi
   summary["ratio|$s"]="$ratio $p99_ratio"
   summary["title|$s"]=$title
