@@ -43,8 +43,15 @@ fn listeners(old: &Config, new: &Config, out: &mut String) {
             Some(o) if o.bind != l.bind => {
                 lines.push(format!("~ {}: bind {} -> {}", l.name, o.bind, l.bind))
             }
-            Some(o) if o.tls != l.tls => lines.push(format!("~ {}: certificates changed", l.name)),
-            Some(_) => {}
+            Some(o) => {
+                if o.tls != l.tls {
+                    lines.push(format!("~ {}: certificates changed", l.name));
+                }
+                if o.defer_accept != l.defer_accept {
+                    let (from, to) = (o.defer_accept, l.defer_accept);
+                    lines.push(format!("~ {}: defer_accept {from} -> {to}", l.name));
+                }
+            }
         }
     }
     for o in &old.listeners {

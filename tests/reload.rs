@@ -691,7 +691,8 @@ async fn check_diff_shows_every_change_and_what_only_a_restart_applies() {
             "2s",
             true,
         )
-        .replace("site.", "next."),
+        .replace("site.", "next.")
+        .replace("[listener.tls]", "defer_accept = true\n[listener.tls]"),
     )
     .unwrap();
     let check = |extra: Vec<String>| {
@@ -737,9 +738,60 @@ async fn check_diff_shows_every_change_and_what_only_a_restart_applies() {
         format!("access_log.enabled false -> true {restart}"),
         "~ app: health_check.interval 5s -> 2s".to_string(),
         "~ tls: certificates changed".to_string(),
+        "~ tls: defer_accept false -> true".to_string(),
     ] {
         assert!(stdout.contains(&line), "{line:?} in\n{stdout}");
     }
     assert!(!stdout.contains("keys that would move"), "{stdout}");
     assert!(!stdout.contains("no changes"), "{stdout}");
+}
+
+/// Bare handshake ACKs the kernel has dropped because their listener
+/// defers accept (TCP_DEFER_ACCEPT): a count for the whole network
+/// namespace, where no other test defers.
+fn deferred_acks() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").expect("/proc/net/netstat");
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "TCPDeferAcceptDrop");
+    let value = values
+        .split_whitespace()
+        .nth(at.expect("TCPDeferAcceptDrop counted"));
+    value.unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn defer_accept_reaches_the_socket_and_a_reload_turns_it_off() {
+    let a = Backend::spawn("a").await;
+    let off = one_upstream(&[&a], "");
+    let on = off.replacen("[[route]]", "defer_accept = true\n[[route]]", 1);
+    let file = ConfigFile::new(&on);
+    let proxy = Proxy::start_file(&file.path, false).await;
+    let admin = proxy.admin.unwrap();
+    let request = b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n";
+
+    // On: the kernel drops the ACK that ends the handshake and hands the
+    // connection over with its request.
+    let before = deferred_acks();
+    let answer = raw(proxy.addr(), request, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(deferred_acks() > before, "the listener defers accept");
+
+    // Off after a reload, on the same socket: the ACK is taken as it comes.
+    file.write(&off);
+    assert_eq!(reload(admin).await.0, 200);
+    let before = deferred_acks();
+    let answer = raw(proxy.addr(), request, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(deferred_acks(), before, "the listener no longer defers");
+
+    // And on again.
+    file.write(&on);
+    assert_eq!(reload(admin).await.0, 200);
+    let before = deferred_acks();
+    let answer = raw(proxy.addr(), request, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(deferred_acks() > before, "the listener defers accept again");
 }

@@ -12,6 +12,9 @@
 #                                     # file in the same directory (nginx:
 #                                     # combined, HAProxy: httplog, fulcrum: json)
 #   SCENARIOS="small:50 4k:50" IDLE=0 benches/e2e/run.sh   # some scenarios, no idle test
+#   DEFER=1 benches/e2e/run.sh        # every contender defers accept (fulcrum
+#                                     # `defer_accept = true`, nginx `listen ...
+#                                     # deferred`, HAProxy `bind ... defer-accept`)
 #   CANDIDATE=path/to/fulcrum benches/e2e/run.sh   # another fulcrum build as one
 #                                     # more contender (ports 18085/18095), taking
 #                                     # its turns with the others: "candidate /
@@ -67,6 +70,11 @@ printf '\n[[listener]]\nname = "bench-tls"\nbind = "127.0.0.1:18093"\n[listener.
 sed -i "s/^worker_processes 1;/worker_processes $WORKERS;/" "$work/nginx-proxy.conf"
 sed -i "s/^    nbthread 1/    nbthread $WORKERS/" "$work/haproxy.cfg"
 sed -i "s/^workers = 1/workers = $WORKERS/" "$work/fulcrum/fulcrum.toml"
+if [ -n "${DEFER:-}" ]; then
+  sed -i "s/ backlog=4096;/ backlog=4096 deferred;/" "$work/nginx-proxy.conf"
+  sed -i "s/^\(    bind 127.0.0.1:180[0-9]*\)/\1 defer-accept/" "$work/haproxy.cfg"
+  sed -i "s/^\(bind = \"127.0.0.1:180[0-9]*\"\)$/\1\ndefer_accept = true/" "$work/fulcrum/fulcrum.toml"
+fi
 if [ -n "${ACCESS_LOG:-}" ]; then
   # Outside fulcrum's config directory, which it watches.
   mkdir -p "$work/logs" && chmod 777 "$work/logs"
@@ -207,6 +215,7 @@ sleep 1
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 if [ "$WORKERS" = 1 ]; then placement="proxy on CPU 1, wrk and the endpoint on CPU 0"; else placement="proxy with $WORKERS workers, wrk -t$WORKERS and the endpoint, none pinned"; fi
+[ -n "${DEFER:-}" ] && placement="$placement; every contender defers accept"
 echo "$(date -u +%Y-%m-%d), $(nproc) cores, ROUNDS=$ROUNDS DURATION=${DURATION}s; $placement; contenders take turns within each scenario, order rotated"
 declare -A summary
 for s in "${scenarios[@]}"; do

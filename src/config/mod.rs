@@ -81,6 +81,10 @@ pub enum AccessLogFormat {
 pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
+    /// The kernel hands over a connection once its first bytes have come
+    /// (TCP_DEFER_ACCEPT), or after about a second without any: one
+    /// wake-up and one poll fewer per connection.
+    pub defer_accept: bool,
     pub tls: Option<TlsConfig>,
 }
 

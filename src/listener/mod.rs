@@ -22,6 +22,7 @@ pub mod accept_failures;
 mod connection;
 pub mod connection_state;
 pub mod counts;
+mod defer_accept;
 pub mod h1_server;
 pub mod h2_guard;
 mod refusing;
@@ -34,7 +35,7 @@ pub mod upgrade;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwapOption;
 use tokio::net::{TcpListener, TcpStream};
@@ -70,6 +71,8 @@ pub struct BoundListener {
     /// Swapped by a reload that changes certificates; new connections use
     /// the new ones.
     pub tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    /// `defer_accept` is on: a connection comes with its first bytes.
+    deferred: AtomicBool,
     listener: TcpListener,
 }
 
@@ -141,6 +144,9 @@ impl BoundListener {
         socket.set_nonblocking(true).map_err(bind_error)?;
         socket.bind(&config.bind.into()).map_err(bind_error)?;
         socket.listen(4096).map_err(bind_error)?;
+        if config.defer_accept {
+            defer_accept::set(&socket, true).map_err(bind_error)?;
+        }
         let listener = TcpListener::from_std(socket.into()).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let tls = tls_acceptor(config)?;
@@ -150,14 +156,22 @@ impl BoundListener {
             local_addr,
             connections: Arc::new(ConnectionCounts::default()),
             tls: Arc::new(ArcSwapOption::new(tls.map(Arc::new))),
+            deferred: AtomicBool::new(config.defer_accept),
             listener,
         })
     }
 
+    /// Turns `defer_accept` on or off for connections accepted from now.
+    pub fn set_defer_accept(&self, on: bool) -> io::Result<()> {
+        defer_accept::set(&self.listener, on)?;
+        self.deferred.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Accepts until `stop` (the listener's own token, a child of the
     /// shutdown token), one task per connection; connections drain on it.
-    pub async fn serve(self, cx: Arc<Serving>, stop: CancellationToken) {
-        let listener = Arc::new(self);
+    pub async fn serve(self: Arc<Self>, cx: Arc<Serving>, stop: CancellationToken) {
+        let listener = self;
         // Its connections drain when this loop ends, however it ends.
         let drain = Arc::new(stop::Stop::default());
         let _signal = stop::SignalOnDrop(Arc::clone(&drain));
@@ -235,7 +249,8 @@ impl BoundListener {
                 cx.tracker.spawn_on(task, workers.next());
                 continue;
             }
-            if single_thread {
+            // A deferred connection comes with its first bytes: read at once.
+            if single_thread && !listener.deferred.load(Ordering::Relaxed) {
                 unread(&stream);
             }
             match acceptor {

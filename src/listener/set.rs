@@ -37,6 +37,8 @@ enum Step {
 }
 
 struct RunningListener {
+    /// Its socket (for `defer_accept`), shared with its accept loop.
+    bound: Arc<BoundListener>,
     name: Arc<str>,
     config: ListenerConfig,
     stop: CancellationToken,
@@ -103,6 +105,9 @@ impl ListenerSet {
                         running.tls.store(tls.map(Arc::new));
                         tracing::info!(listener = %l.name, "certificates replaced for new connections");
                     }
+                    if running.config.defer_accept != l.defer_accept {
+                        running.set_defer_accept(l.defer_accept);
+                    }
                     running.config = l.clone();
                     listeners.push(running);
                 }
@@ -123,7 +128,9 @@ impl ListenerSet {
 
     fn spawn(&self, listener: BoundListener) -> RunningListener {
         let stop = self.serving.shutdown.child_token();
+        let listener = Arc::new(listener);
         let running = RunningListener {
+            bound: Arc::clone(&listener),
             name: Arc::clone(&listener.name),
             config: listener.config.clone(),
             stop: stop.clone(),
@@ -173,5 +180,19 @@ impl ListenerSet {
             }
         }
         self.max_connections = wanted;
+    }
+}
+
+impl RunningListener {
+    /// A reload turned `defer_accept` on or off: for connections accepted
+    /// from now (the option cannot fail on a listening socket where the
+    /// config allows it; if it does, the listener goes on as it was).
+    fn set_defer_accept(&self, on: bool) {
+        match self.bound.set_defer_accept(on) {
+            Ok(()) => tracing::info!(listener = %self.name, on, "defer_accept changed"),
+            Err(error) => {
+                tracing::warn!(listener = %self.name, %error, "defer_accept left as it was");
+            }
+        }
     }
 }

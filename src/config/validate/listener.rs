@@ -8,7 +8,7 @@ use super::name;
 use crate::config::raw::{Field, Issues, Table};
 use crate::config::{CertificateConfig, ListenerConfig, TlsConfig};
 
-const LISTENER_KEYS: &[&str] = &["name", "bind", "tls"];
+const LISTENER_KEYS: &[&str] = &["name", "bind", "defer_accept", "tls"];
 const TLS_KEYS: &[&str] = &["certificates", "session_resumption"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
 
@@ -28,6 +28,11 @@ pub(super) fn listener(
             .map_err(|_| f.fail(issues, format!("`{}` is not an IP:port address", f.value)))
             .ok()
     });
+    let defer_accept = t.bool("defer_accept", issues).unwrap_or(false);
+    #[cfg(not(target_os = "linux"))]
+    if defer_accept && let Some(f) = t.value("defer_accept") {
+        f.fail(issues, "needs Linux (TCP_DEFER_ACCEPT)");
+    }
     let tls = t
         .table("tls", issues)
         .and_then(|tls| tls_config(&tls, dir, issues));
@@ -36,6 +41,7 @@ pub(super) fn listener(
         value: ListenerConfig {
             name: name.value,
             bind: bind?,
+            defer_accept,
             tls,
         },
         span: name.span,
