@@ -8,11 +8,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwapOption;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::{BoundListener, ConnectionCounts, Serving, tls_acceptor};
+use super::{BoundListener, Serving, tls_acceptor};
 use crate::config::{Config, ListenerConfig};
 
 /// The listeners running now, and the connection limit they share.
@@ -37,13 +36,12 @@ enum Step {
 }
 
 struct RunningListener {
-    /// Its socket (for `defer_accept`), shared with its accept loop.
+    /// Its socket, name, certificates and connection counts, shared with
+    /// its accept loop.
     bound: Arc<BoundListener>,
-    name: Arc<str>,
+    /// Its config now (a reload may have changed it since the bind).
     config: ListenerConfig,
     stop: CancellationToken,
-    tls: Arc<ArcSwapOption<TlsAcceptor>>,
-    connections: Arc<ConnectionCounts>,
 }
 
 impl ListenerSet {
@@ -74,7 +72,7 @@ impl ListenerSet {
             let kept = self
                 .listeners
                 .iter()
-                .position(|r| *r.name == *l.name && r.config.bind == l.bind);
+                .position(|r| *r.bound.name == *l.name && r.config.bind == l.bind);
             steps.push(match kept {
                 Some(i) => {
                     let tls = (self.listeners[i].config.tls != l.tls)
@@ -102,7 +100,7 @@ impl ListenerSet {
                     // Names are unique, so each old listener is kept at most once.
                     let mut running = old[i].take().expect("kept once");
                     if let Some(tls) = tls {
-                        running.tls.store(tls.map(Arc::new));
+                        running.bound.tls.store(tls.map(Arc::new));
                         tracing::info!(listener = %l.name, "certificates replaced for new connections");
                     }
                     if running.config.defer_accept != l.defer_accept {
@@ -118,7 +116,7 @@ impl ListenerSet {
             }
         }
         for removed in old.into_iter().flatten() {
-            tracing::info!(listener = %removed.name, "listener removed; draining its connections");
+            tracing::info!(listener = %removed.bound.name, "listener removed; draining its connections");
             removed.stop.cancel();
         }
         self.listeners = listeners;
@@ -131,11 +129,8 @@ impl ListenerSet {
         let listener = Arc::new(listener);
         let running = RunningListener {
             bound: Arc::clone(&listener),
-            name: Arc::clone(&listener.name),
             config: listener.config.clone(),
             stop: stop.clone(),
-            tls: Arc::clone(&listener.tls),
-            connections: Arc::clone(&listener.connections),
         };
         tokio::spawn(listener.serve(Arc::clone(&self.serving), stop));
         running
@@ -147,7 +142,7 @@ impl ListenerSet {
             return;
         };
         connections.retain(|(name, counts)| {
-            let kept = self.listeners.iter().any(|l| l.name == *name);
+            let kept = self.listeners.iter().any(|l| l.bound.name == *name);
             if !kept {
                 // The gauge of a removed listener would otherwise keep its last value.
                 counts.open.store(0, Ordering::Relaxed);
@@ -155,6 +150,7 @@ impl ListenerSet {
             kept
         });
         for l in &self.listeners {
+            let l = &l.bound;
             if !connections.iter().any(|(name, _)| *name == l.name) {
                 connections.push((Arc::clone(&l.name), Arc::clone(&l.connections)));
             }
@@ -189,9 +185,9 @@ impl RunningListener {
     /// config allows it; if it does, the listener goes on as it was).
     fn set_defer_accept(&self, on: bool) {
         match self.bound.set_defer_accept(on) {
-            Ok(()) => tracing::info!(listener = %self.name, on, "defer_accept changed"),
+            Ok(()) => tracing::info!(listener = %self.bound.name, on, "defer_accept changed"),
             Err(error) => {
-                tracing::warn!(listener = %self.name, %error, "defer_accept left as it was");
+                tracing::warn!(listener = %self.bound.name, %error, "defer_accept left as it was");
             }
         }
     }
