@@ -18,9 +18,25 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Whether the request asks for a protocol upgrade (`Connection: upgrade`
-/// and an `Upgrade` header), e.g. WebSocket.
+/// and an `Upgrade` header), e.g. WebSocket, that is passed through.
+///
+/// Not one that names `h2c`: the endpoint would take the connection over
+/// as HTTP/2, and every request the client sent on it after would reach
+/// that endpoint unrouted and unchecked ("h2c smuggling"). RFC 9113
+/// section 3.1 deprecates the mechanism; such a request goes up as a plain
+/// one, its `Upgrade` removed.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
+    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade") && !names_h2c(headers)
+}
+
+/// Whether an `Upgrade` element is `h2c` (any case, any `/version`).
+fn names_h2c(headers: &HeaderMap) -> bool {
+    headers.get_all(UPGRADE).iter().any(|v| {
+        tokens(v.as_bytes()).any(|element| {
+            let name = element.split(|&b| b == b'/').next().unwrap_or(element);
+            name.trim_ascii().eq_ignore_ascii_case(b"h2c")
+        })
+    })
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {

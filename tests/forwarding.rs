@@ -249,6 +249,49 @@ async fn websocket_echo_through_the_proxy() {
     }
 }
 
+/// An `Upgrade: h2c` is not passed through: an endpoint that took the
+/// connection over as HTTP/2 would get every later request on it unrouted.
+/// The request goes up as a plain one; a 101 to it would be invalid.
+#[tokio::test]
+async fn an_h2c_upgrade_goes_up_as_a_plain_request() {
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = raw_backend(move |mut s| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            loop {
+                let head = read_head(&mut s).await.to_ascii_lowercase();
+                if head.is_empty() {
+                    return;
+                }
+                let reply: &[u8] = if head.contains("upgrade") {
+                    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                };
+                seen_tx.send(head).unwrap();
+                let _ = s.write_all(reply).await;
+            }
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&config_for(&[addr], "", "")).await;
+    for upgrade in ["h2c", "H2C, websocket", "websocket, h2c/2"] {
+        let request = format!(
+            "GET / HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings, close\r\n\
+upgrade: {upgrade}\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        );
+        let response = raw(proxy.addr(), request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "{upgrade}: {response}"
+        );
+        let head = seen_rx.recv().await.unwrap();
+        for gone in ["upgrade", "http2-settings"] {
+            assert!(!head.contains(gone), "{upgrade}: {gone} went up: {head}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn websocket_bytes_sent_with_the_handshake_are_not_lost() {
     // The client sends its first frame in the same write as the upgrade
