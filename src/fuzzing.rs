@@ -62,6 +62,43 @@ pub fn chunk_line(data: &[u8]) {
     }
 }
 
+/// A request path as `http` parses one, put in normal form
+/// (`crate::path`): never panics; the normal form starts with `/`, has no
+/// `.` or `..` segment and no escaped unreserved character, is a valid
+/// target, and normalizing it again changes nothing.
+pub fn request_path(data: &[u8]) {
+    let Ok(target) = http::uri::PathAndQuery::try_from(data) else {
+        return;
+    };
+    let path = target.path();
+    // The proxy refuses the rest before it normalizes (`proxy::request`).
+    if !path.starts_with('/') || !path.is_ascii() {
+        return;
+    }
+    let normal = match crate::path::normalize(path) {
+        Err(_) => return assert!(path.contains('%'), "{path:?}"),
+        Ok(None) => path.to_owned(),
+        Ok(Some(normal)) => {
+            assert_ne!(normal, path);
+            assert_eq!(crate::path::normalize(&normal), Ok(None), "{path:?}");
+            normal
+        }
+    };
+    assert!(normal.starts_with('/'), "{path:?} -> {normal:?}");
+    assert!(
+        normal.split('/').all(|s| s != "." && s != ".."),
+        "{path:?} -> {normal:?}"
+    );
+    for escape in normal.split('%').skip(1) {
+        let code = u8::from_str_radix(&escape[..2], 16).expect("two hex digits");
+        assert!(
+            !(code.is_ascii_alphanumeric() || b"-._~".contains(&code)),
+            "{path:?} -> {normal:?}"
+        );
+    }
+    assert!(http::uri::PathAndQuery::try_from(normal).is_ok());
+}
+
 /// The HTTP/2 frame watch over a client's bytes (after the preface): never
 /// panics, and decides the same whole or in pieces.
 pub fn h2_frames(data: &[u8]) {

@@ -2,14 +2,16 @@
 //!
 //! # The path of one request
 //! 1. `listener/` accepts a connection within `server.max_connections`,
-//!    does the TLS handshake (`tls.rs`, certificate by SNI), tells HTTP/2
+//!    does the TLS handshake (`tls/`, certificate by SNI), tells HTTP/2
 //!    from HTTP/1 by the first bytes, and serves it: plain HTTP/1.1 requests
 //!    with fulcrum's own server side (`listener/h1_server/`), the rest with
 //!    hyper, every byte hyper reads followed by the HTTP/1.1 rules of
 //!    `http1/`, an HTTP/2 client's frames watched by `listener/h2_guard.rs`.
 //! 2. `proxy/` loads the current [`state::Snapshot`] once; the request keeps
 //!    that generation to its end. It checks the request, and
-//! 3. `route.rs` finds the route on the borrowed host and path (404 if none);
+//! 3. `route.rs` finds the route on the borrowed host and the path in its
+//!    normal form (`path.rs`: dot segments and escaped unreserved
+//!    characters resolved, as endpoints read them; 404 if none);
 //! 4. `balance/` picks a usable endpoint of the route's upstream;
 //! 5. `headers.rs` rewrites the fields (hop-by-hop, X-Forwarded-*) and
 //!    `upstream/` sends the request, its body streamed (`body.rs`), through
@@ -37,6 +39,7 @@
 //! - `listener`: listeners, connections, the HTTP/1.1 server side, the
 //!   HTTP/2 guard, the running listener set.
 //! - `metrics`: the Prometheus registry and metric names.
+//! - `path`: the request path in its normal form (RFC 3986).
 //! - `proxy`: the request path, the retry policy, errors as responses.
 //! - `reload`: hot reload (SIGHUP, file watch, `POST /reload`).
 //! - `route`: the route table.
@@ -70,6 +73,7 @@ pub mod headers;
 pub mod http1;
 pub mod listener;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod reload;
 pub mod route;

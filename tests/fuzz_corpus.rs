@@ -39,6 +39,11 @@ fn response_head() {
 }
 
 #[test]
+fn request_path() {
+    replay("request_path", fuzzing::request_path);
+}
+
+#[test]
 fn chunk_line() {
     replay("chunk_line", fuzzing::chunk_line);
 }

@@ -143,3 +143,38 @@ async fn no_matching_route_is_404_on_that_listener() {
     assert_eq!(send_to(&c, &proxy.url("/p"), "b.example").await.0, 404);
     assert_eq!(b.hits(), 1);
 }
+
+/// A path is routed and forwarded in its normal form (RFC 3986 section
+/// 6.2.2): dot segments and escaped unreserved characters cannot carry a
+/// request past the route its path names, over HTTP/1.1 or HTTP/2.
+#[tokio::test]
+async fn dot_segments_and_escapes_are_routed_as_the_endpoint_reads_them() {
+    let exact = Backend::spawn("exact").await;
+    let wild = Backend::spawn("wild").await;
+    let any = Backend::spawn("any").await;
+    let api = Backend::spawn("api").await;
+    let config = best_route_config([exact.addr, wild.addr, any.addr, api.addr]);
+    let proxy = Proxy::start(&config).await;
+    let public = format!("http://{}", proxy.listener("public"));
+    for c in [client(), h2_client()] {
+        for (path, upstream, seen) in [
+            // Into a route through another's prefix.
+            ("/shop/../api/v1/users?x=1", "api", "/v1/users?x=1"),
+            ("/%61pi/v1", "api", "/v1"),
+            ("/other/%2e%2E/api/./v2", "api", "/v2"),
+            // Out of a route through its own prefix.
+            ("/api/../admin/x", "any", "/admin/x"),
+            ("/api/.%2e/x?q=/../", "any", "/x?q=/../"),
+            ("/../../etc/passwd", "any", "/etc/passwd"),
+            // An escaped slash is not a segment boundary: left as sent.
+            ("/api%2Fv1", "any", "/api%2Fv1"),
+            ("/api/..%2Fx", "api", "/..%2Fx"),
+        ] {
+            let host = proxy.listener("public").to_string();
+            let got = send_to(&c, &format!("{public}{path}"), &host).await;
+            assert_eq!(got, (200, upstream.to_owned()), "{path}");
+            let endpoint = if upstream == "api" { &api } else { &any };
+            assert_eq!(endpoint.last_seen().uri, seen, "{path}");
+        }
+    }
+}

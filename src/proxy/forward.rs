@@ -12,7 +12,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 
 use super::error::ProxyError;
-use super::request::{content_length, head_size, target_and_host};
+use super::request::{content_length, head_size, normalize_path, target_and_host};
 use super::response_body::{ResponseBody, Source};
 use super::retry::{self, AttemptFailure, RetryCause};
 use super::{Downstream, Outcome};
@@ -192,10 +192,11 @@ impl Prepared {
 }
 
 /// Checks the request (its head's size, the follower's verdict, target and
-/// Host, declared length) and finds its route; gives the Host it names.
+/// Host, declared length), puts its path in normal form and finds its
+/// route; gives the Host it names.
 #[inline]
 fn check_and_route<'s>(
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     downstream: &Downstream,
     snapshot: &'s Snapshot,
     outcome: &mut Outcome,
@@ -215,6 +216,7 @@ fn check_and_route<'s>(
         return Err(ProxyError::Framing(refusal));
     }
     let host_value = target_and_host(parts)?;
+    normalize_path(parts)?;
     let host = host_value.as_ref().map(|v| v.to_str().unwrap_or_default());
     let route = snapshot
         .routes

@@ -1,9 +1,9 @@
 //! What is checked of a request before it is routed: its target, its Host,
 //! the size of its head, its declared length.
 
-use http::Method;
-use http::Version;
 use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Uri, Version};
 
 use super::error::ProxyError;
 
@@ -61,6 +61,28 @@ pub(super) fn target_and_host(
         }
         _ => Ok(host_value),
     }
+}
+
+/// Puts the request's path in its normal form (`crate::path`), the form it
+/// is routed by and forwarded in; the query, scheme and authority stay.
+pub(super) fn normalize_path(parts: &mut http::request::Parts) -> Result<(), ProxyError> {
+    let normal = crate::path::normalize(parts.uri.path())
+        .map_err(|_| ProxyError::BadRequest("request target has an invalid percent-encoding"))?;
+    let Some(normal) = normal else {
+        return Ok(());
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    let target = match uri.path_and_query.as_ref().and_then(PathAndQuery::query) {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    // Neither fails: the decoded characters are unreserved ones.
+    let invalid = ProxyError::BadRequest("request target is not a valid path");
+    let target = PathAndQuery::try_from(target);
+    uri.path_and_query = Some(target.map_err(|_| invalid)?);
+    parts.uri = Uri::from_parts(uri)
+        .map_err(|_| ProxyError::BadRequest("request target is not a valid path"))?;
+    Ok(())
 }
 
 /// The declared Content-Length, if one valid value is present.
