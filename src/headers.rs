@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, EXPECT, Entry, HOST, HeaderMap, HeaderName, HeaderValue, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, COOKIE, EXPECT, Entry, HOST, HeaderMap, HeaderName, HeaderValue,
+    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::PathAndQuery;
 
@@ -166,6 +166,29 @@ impl ClientIp {
 impl std::fmt::Debug for ClientIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// Joins an HTTP/2 request's Cookie fields into one, separated by `; `, as
+/// RFC 9113 section 8.2.3 requires before the request leaves HTTP/2 (an
+/// HTTP/2 client may split its cookies into fields; HTTP/1.1 allows one).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let Entry::Occupied(mut entry) = headers.entry(COOKIE) else {
+        return;
+    };
+    if entry.iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (i, value) in entry.iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    // The parts were valid values and `; ` is too.
+    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+        entry.insert(joined);
     }
 }
 

@@ -68,6 +68,34 @@ async fn malformed_request_is_400() {
     assert_eq!(b.hits(), 0);
 }
 
+/// HTTP/2 names the authority in `:authority` or Host (RFC 9110 section
+/// 7.2): a request with neither is 400, as HTTP/1.1 without Host is.
+#[tokio::test]
+async fn an_http2_request_without_authority_is_400() {
+    use support::h2raw::*;
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let mut h2 = RawH2::connect(proxy.addr(), &[], true).await;
+    // GET, http, :path / (static entries 2 and 6, then a literal).
+    let mut block = vec![0x82, 0x86];
+    literal_indexed_name(&mut block, 4, b"/");
+    h2.send(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+        .await
+        .unwrap();
+    // With Host (a literal with a new name), the same request is served.
+    block.extend_from_slice(b"\x00\x04host\x01x");
+    h2.send(&frame(HEADERS, END_HEADERS | END_STREAM, 3, &block))
+        .await
+        .unwrap();
+    let statuses = eventually(Duration::from_secs(5), || async {
+        let seen = h2.seen();
+        (seen.statuses.len() == 2).then(|| seen.statuses.clone())
+    })
+    .await;
+    assert_eq!(statuses, [400, 200]);
+    assert_eq!(b.hits(), 1);
+}
+
 #[tokio::test]
 async fn refused_connection_is_502() {
     let dead = dead_addr().await;
@@ -267,4 +295,74 @@ async fn a_post_whose_body_was_sent_is_not_replayed() {
     // A GET to the same resetting endpoint is safe and is retried.
     let (status, _, body) = get(&c, &proxy.url("/")).await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "other"));
+}
+
+/// An HTTP/2 request HTTP/1.1 could not carry never reaches an HTTP/1.1
+/// endpoint: a field that would break the head it becomes, a
+/// connection-specific field, a length its DATA frames disagree with.
+#[tokio::test]
+async fn http2_requests_http1_could_not_carry_are_refused() {
+    use support::h2raw::*;
+    /// A literal field without indexing, with a new name.
+    fn field(block: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        block.push(0);
+        hpack_length(block, name.len());
+        block.extend_from_slice(name);
+        hpack_length(block, value.len());
+        block.extend_from_slice(value);
+    }
+    let b = Backend::spawn("a").await;
+    let proxy = Proxy::start(&simple_config(&[&b], "")).await;
+    let cases: [(&str, &[u8], &[u8]); 11] = [
+        ("CR LF in a value", b"x-a", b"1\r\nx-injected: 1"),
+        ("LF in a value", b"x-a", b"1\nx-injected: 1"),
+        ("NUL in a value", b"x-a", b"1\x002"),
+        ("upper case in a name", b"X-A", b"1"),
+        ("space in a name", b"x a", b"1"),
+        ("colon in a name", b"x:a", b"1"),
+        ("transfer-encoding", b"transfer-encoding", b"chunked"),
+        ("connection", b"connection", b"keep-alive"),
+        ("te other than trailers", b"te", b"gzip"),
+        ("a length the data disagrees with", b"content-length", b"2"),
+        ("a pseudo-field after a field", b":authority", b"x"),
+    ];
+    for (case, name, value) in cases {
+        let mut h2 = RawH2::connect(proxy.addr(), &[], true).await;
+        // POST, http, :path /, then the field; a 5-byte DATA frame ends it.
+        let mut block = vec![0x83, 0x86];
+        literal_indexed_name(&mut block, 4, b"/");
+        if name == b":authority" {
+            field(&mut block, b"x-a", b"1");
+        } else {
+            literal_indexed_name(&mut block, 1, b"x");
+        }
+        field(&mut block, name, value);
+        h2.send(&frame(HEADERS, END_HEADERS, 1, &block))
+            .await
+            .unwrap();
+        let _ = h2.send(&frame(DATA, END_STREAM, 1, b"hello")).await;
+        eventually(Duration::from_secs(5), || async {
+            let seen = h2.seen();
+            !seen.resets.is_empty() || seen.goaway.is_some() || seen.closed
+        })
+        .await;
+        assert_eq!(h2.seen().responses, 0, "{case}: answered");
+    }
+    assert_eq!(b.hits(), 0);
+    // The same request without the field is served.
+    let mut h2 = RawH2::connect(proxy.addr(), &[], true).await;
+    let mut block = vec![0x83, 0x86];
+    literal_indexed_name(&mut block, 4, b"/");
+    literal_indexed_name(&mut block, 1, b"x");
+    h2.send(&frame(HEADERS, END_HEADERS, 1, &block))
+        .await
+        .unwrap();
+    h2.send(&frame(DATA, END_STREAM, 1, b"hello"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), || async {
+        h2.seen().statuses == [200]
+    })
+    .await;
+    assert_eq!(b.hits(), 1);
 }

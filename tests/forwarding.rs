@@ -225,6 +225,23 @@ async fn http2_client_to_http1_endpoint() {
     assert_eq!(seen.version, http::Version::HTTP_11);
     assert_eq!(seen.headers["host"], proxy.addr().to_string());
     assert_eq!(seen.headers["x-forwarded-host"], proxy.addr().to_string());
+
+    // Cookies an HTTP/2 client split into fields reach HTTP/1.1 as one
+    // (RFC 9113 section 8.2.3).
+    let request = Request::get(proxy.url("/"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2; c=3")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&h2_client(), request).await.0, 200);
+    let cookies: Vec<_> = b
+        .last_seen()
+        .headers
+        .get_all("cookie")
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(cookies, ["a=1; b=2; c=3"]);
 }
 
 #[tokio::test]

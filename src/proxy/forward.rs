@@ -58,6 +58,9 @@ pub(super) async fn forward(
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (route, host) = check_and_route(parts, downstream, snapshot, outcome)?;
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(&mut parts.headers);
+    }
     let upstream = &snapshot.upstreams[route.upstream];
     let mut request = prepare(parts, incoming, downstream, route, upstream, guard);
     let limits = &snapshot.server;

@@ -59,6 +59,11 @@ pub(super) fn target_and_host(
         None if parts.version == Version::HTTP_11 => {
             Err(ProxyError::BadRequest("HTTP/1.1 request without Host"))
         }
+        // RFC 9110 section 7.2: a request names its authority in Host or
+        // `:authority`; the endpoint's Host would be fulcrum's guess.
+        None if parts.version == Version::HTTP_2 => Err(ProxyError::BadRequest(
+            "HTTP/2 request without :authority or Host",
+        )),
         _ => Ok(host_value),
     }
 }

@@ -105,6 +105,9 @@ pub struct Seen {
     pub resets: Vec<(u32, u32)>,
     /// Response HEADERS frames.
     pub responses: u32,
+    /// The status of each response HEADERS frame that opens with one from
+    /// the static table (200, 204, 206, 304, 400, 404, 500), else 0.
+    pub statuses: Vec<u16>,
     pub data_bytes: u64,
     pub pongs: u64,
     /// The server closed the connection (or it failed).
@@ -174,7 +177,13 @@ impl RawH2 {
                         }
                         GOAWAY => log.goaway = Some((word(0) & 0x7fff_ffff, word(4))),
                         RST_STREAM => log.resets.push((stream, word(0))),
-                        HEADERS => log.responses += 1,
+                        HEADERS => {
+                            log.responses += 1;
+                            const STATIC: [u16; 7] = [200, 204, 206, 304, 400, 404, 500];
+                            let index = payload.first().map_or(0, |b| b.wrapping_sub(0x88));
+                            log.statuses
+                                .push(STATIC.get(usize::from(index)).copied().unwrap_or(0));
+                        }
                         DATA => log.data_bytes += len as u64,
                         PING if flags & ACK != 0 => log.pongs += 1,
                         _ => {}
