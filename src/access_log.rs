@@ -306,11 +306,11 @@ fn format_entry(e: &Entry, format: AccessLogFormat, clock: &mut Clock, out: &mut
         }
         AccessLogFormat::Common => {
             // NCSA common log format, then the fields it lacks as key=value.
+            let _ = write!(out, "{} - - [{clf}] \"{} ", e.client.ip(), e.method);
+            push_escaped_target(out, target);
             let _ = write!(
                 out,
-                "{} - - [{clf}] \"{} {target} {}\" {} {} host={} duration_ms={duration_ms:.3} route={} upstream={} endpoint={} attempts={}",
-                e.client.ip(),
-                e.method,
+                " {}\" {} {} host={} duration_ms={duration_ms:.3} route={} upstream={} endpoint={} attempts={}",
                 protocol(e.version),
                 e.status,
                 e.bytes,
@@ -323,6 +323,20 @@ fn format_entry(e: &Entry, format: AccessLogFormat, clock: &mut Clock, out: &mut
         }
     }
     out.push(b'\n');
+}
+
+/// The request target inside the common format's quotes: a `"` or `\`
+/// (which a target may hold) as `\x22` or `\x5C`, as nginx writes them, so
+/// a client cannot end the quoted request early and write fields of its
+/// own into the line.
+fn push_escaped_target(out: &mut Vec<u8>, target: &str) {
+    for &b in target.as_bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(b);
+        }
+    }
 }
 
 /// A JSON string (or `null`) as serde_json writes it: as it is when no
@@ -433,6 +447,20 @@ mod tests {
             String::from_utf8(line).unwrap(),
             "192.0.2.1 - - [26/Nov/2026:06:00:00 +0000] \"GET /x?y=%221%22 HTTP/1.1\" 200 12 host=a.example duration_ms=1.500 route=api upstream=api endpoint=127.0.0.1:9001 attempts=1\n"
         );
+    }
+
+    #[test]
+    fn a_quote_in_the_target_cannot_end_the_common_request_field() {
+        let mut e = entry();
+        e.target = Some(PathAndQuery::from_static("/x\"_200_1_\"-\\"));
+        let mut line = Vec::new();
+        format_line(&e, AccessLogFormat::Common, &mut line);
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.contains("\"GET /x\\x22_200_1_\\x22-\\x5C HTTP/1.1\" 200 12 "),
+            "{line}"
+        );
+        assert_eq!(line.matches('"').count(), 2, "{line}");
     }
 
     /// The hand-assembled line is what serde_json writes for the same
