@@ -82,11 +82,11 @@ pub(super) fn normalize_path(parts: &mut http::request::Parts) -> Result<(), Pro
         None => normal,
     };
     // Neither fails: the decoded characters are unreserved ones.
-    let invalid = ProxyError::BadRequest("request target is not a valid path");
-    let target = PathAndQuery::try_from(target);
-    uri.path_and_query = Some(target.map_err(|_| invalid)?);
-    parts.uri = Uri::from_parts(uri)
-        .map_err(|_| ProxyError::BadRequest("request target is not a valid path"))?;
+    fn invalid<E>(_: E) -> ProxyError {
+        ProxyError::BadRequest("request target is not a valid path")
+    }
+    uri.path_and_query = Some(PathAndQuery::try_from(target).map_err(invalid)?);
+    parts.uri = Uri::from_parts(uri).map_err(invalid)?;
     Ok(())
 }
 
