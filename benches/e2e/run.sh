@@ -28,6 +28,13 @@
 #   tls-close  HTTPS with `Connection: close`: a full TLS handshake per
 #              request (no session resumption: every contender has it off)
 #   h2         HTTP/2 over TLS (h2load -c CONNECTIONS -m 10)
+#   rate       HTTP/1.1 keep-alive at a fixed offered load, the same for every
+#              contender: h2load --h1 with RATE requests per second on each
+#              connection (1,000 by default; 50 connections: 50,000/s, about
+#              half of what the load generator's CPU can send). The other
+#              scenarios saturate, so their p99 also follows each
+#              contender's request rate; this one compares latency at equal
+#              load.
 # Every scenario also gives the connections each proxy opened to the
 # endpoint per 1,000 requests once warm (from 1 s into the run, counted by
 # the endpoint's stub_status).
@@ -37,6 +44,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
+RATE=${RATE:-1000}
 # 10,000 is the goal; HAProxy needs 2 x maxconn descriptors, and the
 # machines here allow 20,000 per process, so 9,000 fits every contender.
 IDLE=${IDLE:-9000}
@@ -138,9 +146,16 @@ to_ms='{ v=$2; if (v ~ /us$/) { sub(/us$/, "", v); v/=1000 } else if (v ~ /ms$/)
 # "requests req/s p50 p99 errors" (latencies in ms).
 load() {
   local c=$1 path=$2 conns=$3 mode=$4 secs=$5 url out
-  if [ "$mode" = h2 ]; then
-    url="https://127.0.0.1:${tls_port[$c]}/$path"
-    out=$(taskset -c "$load_cpus" h2load -t"$WORKERS" -c"$conns" -m10 -D"$secs" --log-file="$work/h2.log" "$url")
+  if [ "$mode" = h2 ] || [ "$mode" = rate ]; then
+    # h2load appends to its log: each run starts a new one.
+    rm -f "$work/h2.log"
+    if [ "$mode" = h2 ]; then
+      url="https://127.0.0.1:${tls_port[$c]}/$path"
+      out=$(taskset -c "$load_cpus" h2load -t"$WORKERS" -c"$conns" -m10 -D"$secs" --log-file="$work/h2.log" "$url")
+    else
+      url="http://127.0.0.1:${port[$c]}/$path"
+      out=$(taskset -c "$load_cpus" h2load --h1 -t"$WORKERS" -c"$conns" -m1 --rps="$RATE" -D"$secs" --log-file="$work/h2.log" "$url")
+    fi
     # The log: start (µs since the epoch), status, duration (µs).
     sort -n -k3 "$work/h2.log" | awk -v q="$(echo "$out" | awk '/^requests:/ {print $2}')" \
       -v rps="$(echo "$out" | awk '/^finished in/ {print $4}')" \
@@ -176,7 +191,7 @@ for c in "${contenders[@]}"; do
   pids_for[$c]=""; [ "$c" != direct ] && pids_for[$c]=$(pids_of "$c")
 done
 scenarios=()
-for s in ${SCENARIOS:-small:50 small:256 4k:50 small:50:close 1m:10 small:50:tls small:50:tls-close small:50:h2}; do scenarios+=("${s//:/ }"); done
+for s in ${SCENARIOS:-small:50 small:256 4k:50 small:50:rate small:50:close 1m:10 small:50:tls small:50:tls-close small:50:h2}; do scenarios+=("${s//:/ }"); done
 for round in $(seq "$ROUNDS"); do
   for si in "${!scenarios[@]}"; do
     s=${scenarios[$si]}
@@ -187,7 +202,7 @@ for round in $(seq "$ROUNDS"); do
     done
     for c in "${order[@]}"; do
       # No TLS listener on the endpoint itself, nor in the calibration proxy.
-      if [ -n "$mode" ] && [ "$mode" != close ] && [ -z "${tls_port[$c]:-}" ]; then continue; fi
+      if [ -n "$mode" ] && [ "$mode" != close ] && [ "$mode" != rate ] && [ -z "${tls_port[$c]:-}" ]; then continue; fi
       pids=${pids_for[$c]}
       load "$c" "$path" "$conns" "$mode" 2 >/dev/null 2>&1 || true  # warm-up
       # Endpoint connections are counted from 1 s into the run: the
@@ -226,6 +241,7 @@ for s in "${scenarios[@]}"; do
     tls) how="HTTPS keep-alive" ;;
     tls-close) how="HTTPS with Connection: close (a full TLS handshake per request)" ;;
     h2) how="HTTP/2 over TLS, h2load -m 10" ;;
+    rate) how="HTTP/1.1 keep-alive at $(( $2 * RATE )) requests/s (h2load --h1 --rps $RATE)" ;;
     *) how="HTTP/1.1 keep-alive" ;;
   esac
   title="$body body, $2 connections, $how"
