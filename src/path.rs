@@ -11,8 +11,9 @@
 //! slashes, the query) is left as sent, since it may mean something else.
 //!
 //! A `%` not followed by two hex digits makes the path invalid (RFC 3986
-//! section 2.1), as nginx holds too: decoded around, `/%%36%31pi` would
-//! become `/%61pi`, routed as that and read by the endpoint as `/api`.
+//! section 2.1), as nginx and HAProxy hold too: decoded around,
+//! `/%%36%31pi` would become `/%61pi`, routed as that and read by the
+//! endpoint as `/api`.
 //!
 //! A path with nothing to change, nearly every path, is found so by one
 //! scan ([`normalize`] returns `None`) and forwarded byte for byte.

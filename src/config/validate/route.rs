@@ -54,6 +54,25 @@ pub(super) fn route(
             f.fail(issues, "must be a path without query, fragment or spaces");
             None
         }
+        Some(f) if !f.value.is_ascii() => {
+            f.fail(
+                issues,
+                "must be ASCII (percent-encode the rest, as requests do)",
+            );
+            None
+        }
+        // Requests are matched in normal form (`crate::path`): a prefix
+        // that is not would never match.
+        Some(f) if crate::path::normalize(f.value) != Ok(None) => {
+            let why = match crate::path::normalize(f.value) {
+                Ok(Some(normal)) => {
+                    format!("requests are matched in normal form, where this is `{normal}`")
+                }
+                _ => "a `%` must be followed by two hex digits".to_owned(),
+            };
+            f.fail(issues, format!("is not a path in normal form: {why}"));
+            None
+        }
         // "/api/" matches like "/api": prefixes are compared segment-wise.
         Some(f) if f.value.len() > 1 => Some(f.value.trim_end_matches('/').to_owned()),
         Some(_) | None => Some("/".to_owned()),

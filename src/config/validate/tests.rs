@@ -309,3 +309,49 @@ fn discovery_errors_name_their_key() {
         );
     }
 }
+
+/// Requests are matched in normal form (`crate::path`): a prefix that is
+/// not could never match, and says what to write.
+#[test]
+fn a_path_prefix_not_in_normal_form_is_an_error() {
+    for (prefix, why) in [
+        (
+            "/api/../admin",
+            "requests are matched in normal form, where this is `/admin`",
+        ),
+        (
+            "/%7euser",
+            "requests are matched in normal form, where this is `/~user`",
+        ),
+        ("/100%", "a `%` must be followed by two hex digits"),
+    ] {
+        let text = MINIMAL.replace(
+            "upstream = \"api\"\n",
+            &format!("path_prefix = \"{prefix}\"\nupstream = \"api\"\n"),
+        );
+        assert_eq!(
+            errors(&text),
+            [format!(
+                "f.toml:7:15: route[0].path_prefix: is not a path in normal form: {why}"
+            )]
+        );
+    }
+    let text = MINIMAL.replace(
+        "upstream = \"api\"\n",
+        "path_prefix = \"/café\"\nupstream = \"api\"\n",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "f.toml:7:15: route[0].path_prefix: must be ASCII (percent-encode the rest, as requests do)"
+        ]
+    );
+    // An escaped reserved character and repeated slashes are kept.
+    for prefix in ["/a%2Fb", "//x", "/files/.well-known"] {
+        let text = MINIMAL.replace(
+            "upstream = \"api\"\n",
+            &format!("path_prefix = \"{prefix}\"\nupstream = \"api\"\n"),
+        );
+        assert_eq!(errors(&text), Vec::<String>::new(), "{prefix}");
+    }
+}
