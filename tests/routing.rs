@@ -17,12 +17,7 @@ async fn send_to(c: &HttpClient, url: &str, host: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn requests_reach_the_upstream_of_the_best_route() {
-    let exact = Backend::spawn("exact").await;
-    let wild = Backend::spawn("wild").await;
-    let any = Backend::spawn("any").await;
-    let api = Backend::spawn("api").await;
-    let config = best_route_config([exact.addr, wild.addr, any.addr, api.addr]);
-    let proxy = Proxy::start(&config).await;
+    let ([_exact, _wild, _any, api], proxy) = best_route_proxy().await;
     let public = format!("http://{}", proxy.listener("public"));
     let internal = format!("http://{}", proxy.listener("internal"));
     let c = client();
@@ -70,6 +65,20 @@ async fn requests_reach_the_upstream_of_the_best_route() {
         send_to(&c, &format!("{public}/admin/x"), "a").await,
         (200, "any".into())
     );
+}
+
+/// The four endpoints (`exact`, `wild`, `any`, `api`) and fulcrum over
+/// them with [`best_route_config`].
+async fn best_route_proxy() -> ([Backend; 4], Proxy) {
+    let backends = [
+        Backend::spawn("exact").await,
+        Backend::spawn("wild").await,
+        Backend::spawn("any").await,
+        Backend::spawn("api").await,
+    ];
+    let config = best_route_config(backends.each_ref().map(|b| b.addr));
+    let proxy = Proxy::start(&config).await;
+    (backends, proxy)
 }
 
 /// Two listeners, five routes (a fallback, a stripped path prefix, a
@@ -149,12 +158,7 @@ async fn no_matching_route_is_404_on_that_listener() {
 /// request past the route its path names, over HTTP/1.1 or HTTP/2.
 #[tokio::test]
 async fn dot_segments_and_escapes_are_routed_as_the_endpoint_reads_them() {
-    let exact = Backend::spawn("exact").await;
-    let wild = Backend::spawn("wild").await;
-    let any = Backend::spawn("any").await;
-    let api = Backend::spawn("api").await;
-    let config = best_route_config([exact.addr, wild.addr, any.addr, api.addr]);
-    let proxy = Proxy::start(&config).await;
+    let ([_exact, _wild, any, api], proxy) = best_route_proxy().await;
     let public = format!("http://{}", proxy.listener("public"));
     for c in [client(), h2_client()] {
         for (path, upstream, seen) in [
