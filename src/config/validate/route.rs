@@ -63,19 +63,22 @@ pub(super) fn route(
         }
         // Requests are matched in normal form (`crate::path`): a prefix
         // that is not would never match.
-        Some(f) if crate::path::normalize(f.value) != Ok(None) => {
-            let why = match crate::path::normalize(f.value) {
-                Ok(Some(normal)) => {
-                    format!("requests are matched in normal form, where this is `{normal}`")
-                }
-                _ => "a `%` must be followed by two hex digits".to_owned(),
-            };
-            f.fail(issues, format!("is not a path in normal form: {why}"));
-            None
-        }
-        // "/api/" matches like "/api": prefixes are compared segment-wise.
-        Some(f) if f.value.len() > 1 => Some(f.value.trim_end_matches('/').to_owned()),
-        Some(_) | None => Some("/".to_owned()),
+        Some(f) => match crate::path::normalize(f.value) {
+            // "/api/" matches like "/api": prefixes are compared segment-wise.
+            Ok(None) if f.value.len() > 1 => Some(f.value.trim_end_matches('/').to_owned()),
+            Ok(None) => Some("/".to_owned()),
+            Ok(Some(normal)) => {
+                let why = format!("requests are matched in normal form, where this is `{normal}`");
+                f.fail(issues, format!("is not a path in normal form: {why}"));
+                None
+            }
+            Err(_) => {
+                let why = "a `%` must be followed by two hex digits";
+                f.fail(issues, format!("is not a path in normal form: {why}"));
+                None
+            }
+        },
+        None => Some("/".to_owned()),
     };
     let upstream = t.required_string("upstream", issues).and_then(|f| {
         let found = upstreams.iter().position(|u| u.value.name == f.value);
