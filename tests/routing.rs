@@ -182,3 +182,30 @@ async fn dot_segments_and_escapes_are_routed_as_the_endpoint_reads_them() {
         }
     }
 }
+
+/// The `path` hash key sees the normal form too: every spelling of a path
+/// goes to the endpoint the path itself goes to.
+#[tokio::test]
+async fn the_path_hash_key_sees_the_normal_form() {
+    let backends = [
+        Backend::spawn("a").await,
+        Backend::spawn("b").await,
+        Backend::spawn("c").await,
+        Backend::spawn("d").await,
+    ];
+    let addrs = backends.each_ref().map(|b| b.addr);
+    let extra = "balance = \"consistent_hash\"\nhash_key = \"path\"";
+    let proxy = Proxy::start(&config_for(&addrs, "", extra)).await;
+    let c = client();
+    let mut endpoints = std::collections::HashSet::new();
+    for i in 0..12 {
+        let plain = get(&c, &proxy.url(&format!("/p{i}/x"))).await.2;
+        for spelling in [format!("/p{i}/./x"), format!("/%70{i}/y/../x")] {
+            let got = get(&c, &proxy.url(&spelling)).await.2;
+            assert_eq!(got, plain, "{spelling}");
+        }
+        endpoints.insert(plain);
+    }
+    // The paths spread over the endpoints: a match is not by chance.
+    assert!(endpoints.len() >= 3, "{endpoints:?}");
+}
