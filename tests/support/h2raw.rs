@@ -180,7 +180,8 @@ impl RawH2 {
                         HEADERS => {
                             log.responses += 1;
                             const STATIC: [u16; 7] = [200, 204, 206, 304, 400, 404, 500];
-                            let index = payload.first().map_or(0, |b| b.wrapping_sub(0x88));
+                            // An empty block reads as no status, not as 200.
+                            let index = payload.first().map_or(u8::MAX, |b| b.wrapping_sub(0x88));
                             log.statuses
                                 .push(STATIC.get(usize::from(index)).copied().unwrap_or(0));
                         }
