@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::http1::Refusal;
 use crate::http1::stream::Verdicts;
@@ -133,7 +133,7 @@ impl Body for RequestBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 // One timer per body, armed only while waiting.
-                let deadline = Instant::now() + this.timeout;
+                let deadline = crate::clock::now() + this.timeout;
                 if !this.armed {
                     this.armed = true;
                     match &mut this.sleep {

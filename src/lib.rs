@@ -29,6 +29,7 @@
 //! - `balance`: the balancing algorithms and the hash keys.
 //! - `body`: the request body on its way to an endpoint.
 //! - `cli`: the command line.
+//! - `clock`: the time of a connection's turn (one clock read per poll).
 //! - `config`: load the TOML file and validate it whole; its defaults.
 //! - `demo`: three endpoints and a proxy in front of them.
 //! - `diff`: what a reload would change (`check --diff`).
@@ -63,6 +64,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod diff;

@@ -177,6 +177,79 @@ async fn request_counters_and_histograms_match_what_was_sent() {
     );
 }
 
+fn histogram_sum(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}_sum{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Durations are measured across the polls of a request, not within one:
+/// one clock read per poll of a connection (`clock.rs`) must still see the
+/// endpoint's wait, over HTTP/1.1 (fulcrum's own server side and hyper's)
+/// and HTTP/2, in the histograms and in the access log.
+#[tokio::test]
+async fn durations_include_the_endpoints_wait() {
+    let b = Backend::spawn("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let proxy = Proxy::start(&config(
+        &b,
+        &format!(
+            "[access_log]\nenabled = true\nformat = \"json\"\npath = \"{}\"\n",
+            path.display()
+        ),
+    ))
+    .await;
+    let admin = proxy.admin.expect("admin enabled");
+    let (h1, h2) = (client(), h2_client());
+    let url = proxy.url("/app/delay/150");
+    assert_eq!(get(&h1, &url).await.0, 200);
+    // A body: hyper's server side, not fulcrum's own.
+    let post = Request::post(&url).body(full("x")).unwrap();
+    assert_eq!(send(&h1, post).await.0, 200);
+    assert_eq!(get(&h2, &url).await.0, 200);
+    let labels = r#"route="main",upstream="app""#;
+    let text = eventually(Duration::from_secs(5), || async {
+        let text = admin_get(admin, "/metrics", None).await.1;
+        (histogram_count(&text, "fulcrum_request_duration_seconds", labels) == Some(3.0))
+            .then_some(text)
+    })
+    .await;
+    let request = histogram_sum(&text, "fulcrum_request_duration_seconds", labels).unwrap();
+    assert!(
+        (0.45..5.0).contains(&request),
+        "3 requests of 150 ms took {request} s in all"
+    );
+    let endpoint = format!(r#"upstream="app",endpoint="{}""#, b.addr);
+    let upstream = histogram_sum(
+        &text,
+        "fulcrum_upstream_response_duration_seconds",
+        &endpoint,
+    )
+    .unwrap();
+    assert!(
+        (0.45..5.0).contains(&upstream),
+        "the endpoint's 3 answers took {upstream} s"
+    );
+    let lines = eventually(Duration::from_secs(5), || {
+        let path = path.clone();
+        async move {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            (lines.len() == 3).then_some(lines)
+        }
+    })
+    .await;
+    for line in lines {
+        let ms = line["duration_ms"].as_f64().unwrap();
+        assert!((150.0..5_000.0).contains(&ms), "logged {ms} ms: {line}");
+    }
+}
+
 /// Every metric SPEC.md names has its HELP line and a sample.
 fn assert_every_spec_metric_described(text: &str) {
     for name in [

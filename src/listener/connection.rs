@@ -15,9 +15,8 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{HttpService, service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::futures::OwnedNotified;
-use tokio::time::Instant;
 
 use super::Admission;
 use super::connection_state::{ConnectionState, End, RequestGuard};
@@ -28,6 +27,7 @@ use super::stop::Stop;
 use super::timer::{PARK_AFTER, Step};
 use super::upgrade::Upgraded;
 use crate::body::MessageVerdict;
+use crate::clock;
 use crate::http1::Interim;
 use crate::proxy::{self, Downstream};
 
@@ -83,7 +83,22 @@ enum Turn {
 /// hyper's HTTP/1 server connection over a client socket.
 type HyperHttp1<S, Svc> = http1::Connection<TokioIo<Socket<S>>, Svc>;
 /// hyper's HTTP/2 server connection over a client socket.
-type HyperHttp2<S, Svc> = http2::Connection<TokioIo<Socket<S>>, Svc, TokioExecutor>;
+type HyperHttp2<S, Svc> = http2::Connection<TokioIo<Socket<S>>, Svc, StreamExecutor>;
+
+/// Spawns an HTTP/2 client's streams as tokio tasks whose polls are turns
+/// (`clock.rs`), as the connection's own are.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct StreamExecutor;
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        tokio::spawn(clock::InTurns::new(stream));
+    }
+}
 /// fulcrum's own HTTP/1.1 server side over a client socket.
 type PlainHttp1<S, F> = h1_server::Server<Socket<S>, F>;
 
@@ -203,7 +218,7 @@ fn answer(
         client_ip: state.client_ip,
         https: state.https,
         message,
-        started: std::time::Instant::now(),
+        started: crate::clock::now().into_std(),
         interim: plain.cloned(),
     };
     let shared = Arc::clone(&state.shared);
@@ -218,6 +233,8 @@ pub(super) fn serve_connection<S: Transport>(
     admission: Admission,
 ) -> impl Future<Output = ()> + Send {
     let d = admission.deadlines;
+    // From the accept: no clock read of its own.
+    let timer = tokio::time::sleep_until(state.epoch + d.idle.min(d.header_read));
     Connection {
         io: Some(Socket::new(stream, &state, admission.max_header_bytes)),
         own: None,
@@ -234,7 +251,7 @@ pub(super) fn serve_connection<S: Transport>(
         cancelled: stop.waiter(),
         stop,
         cancel_registered: false,
-        timer: tokio::time::sleep(d.idle.min(d.header_read)),
+        timer,
         timer_armed: true,
     }
 }
@@ -299,7 +316,7 @@ where
     S: Transport,
     Svc: HttpService<Incoming, ResBody = proxy::ResponseBody, Future: Send + 'static> + Clone,
 {
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    let mut http2 = http2::Builder::new(StreamExecutor);
     http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX))
@@ -319,6 +336,8 @@ where
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<()> {
+        // Everything this poll does reads one clock (`clock.rs`).
+        let _turn = clock::Turn::begin();
         let mut this = self.project();
         match this.poll_turns(task) {
             Poll::Pending => Poll::Pending,
@@ -588,14 +607,14 @@ where
                     // is not idle after all (a response not yet flushed),
                     // tried again later.
                     *self.park = true;
-                    self.timer.as_mut().reset(Instant::now() + PARK_AFTER);
+                    self.timer.as_mut().reset(clock::now() + PARK_AFTER);
                     *self.timer_armed = true;
                     return Turn::Again;
                 }
                 // A graceful close gets its own idle period, then is cut.
                 Step::Drain if !*self.draining => {
                     *self.draining = true;
-                    self.timer.as_mut().reset(Instant::now() + deadlines.idle);
+                    self.timer.as_mut().reset(clock::now() + deadlines.idle);
                     if !self.shut_down_gracefully() {
                         return Turn::End(End::Closed);
                     }

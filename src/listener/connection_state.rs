@@ -93,7 +93,7 @@ impl ConnectionState {
             client,
             https,
             client_ip: crate::headers::ClientIp::new(client.ip()),
-            epoch: Instant::now(),
+            epoch: crate::clock::now(),
             in_flight: AtomicU32::new(0),
             since_ms: AtomicU64::new(0),
             last_io_ms: AtomicU64::new(0),
@@ -120,7 +120,9 @@ impl ConnectionState {
     }
 
     pub(super) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        crate::clock::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
     }
 }
 

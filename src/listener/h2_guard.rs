@@ -216,7 +216,7 @@ impl FrameWatch {
             _ => {
                 // The clock is read only for these frames, which real work
                 // does not send.
-                let now = Instant::now();
+                let now = crate::clock::now();
                 if self.idle_run == 0
                     || self
                         .run_began

@@ -48,7 +48,7 @@ impl ConnectionState {
     /// What the connection timer should do now; `parkable`: an HTTP/1
     /// connection served by hyper.
     pub(super) fn step(&self, limits: &Deadlines, parkable: bool) -> Step {
-        self.step_at(Instant::now(), limits, parkable)
+        self.step_at(crate::clock::now(), limits, parkable)
     }
 
     pub(super) fn step_at(&self, now: Instant, limits: &Deadlines, parkable: bool) -> Step {

@@ -92,7 +92,7 @@ pub(super) async fn forward(
         let sent = if attempt == 0 {
             downstream.started
         } else {
-            std::time::Instant::now()
+            crate::clock::now().into_std()
         };
         let outgoing = client::Outgoing {
             method: &parts.method,
@@ -303,7 +303,7 @@ fn answered(
     response: &Response<UpstreamBody>,
 ) -> StatusCode {
     let endpoint = &upstream.endpoints[index];
-    let answered = std::time::Instant::now();
+    let answered = crate::clock::now().into_std();
     let latency = answered - sent;
     // Only peak EWMA reads the estimate: other algorithms skip its clock
     // arithmetic and exponential (about 200 instructions per request).

@@ -113,7 +113,9 @@ impl Drop for ResponseBody {
         let Some(finish) = self.finish.take() else {
             return;
         };
-        let elapsed = finish.started.elapsed();
+        let elapsed = crate::clock::now()
+            .into_std()
+            .saturating_duration_since(finish.started);
         if let Some(m) = finish.snapshot.route_metrics(finish.listener, finish.route) {
             m.requests.get(finish.status).increment(1);
             m.duration.record(elapsed.as_secs_f64());

@@ -121,7 +121,7 @@ fn epoch() -> Instant {
 /// system's, unless a test paused it), which slow-start ramps are measured
 /// on.
 pub fn now_ms() -> u64 {
-    tokio::time::Instant::now()
+    crate::clock::now()
         .into_std()
         .saturating_duration_since(epoch())
         .as_millis() as u64

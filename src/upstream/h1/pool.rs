@@ -172,7 +172,7 @@ impl Pool {
         if self.max_idle == 0 || !pooled.conn.reusable() {
             return;
         }
-        let now = Instant::now();
+        let now = crate::clock::now().into_std();
         let mut list = self.lock();
         let recent_demand = |missed: Option<Instant>| {
             missed.is_some_and(|at| now.saturating_duration_since(at) < self.idle_timeout)
@@ -273,11 +273,13 @@ async fn sweep(pool: Weak<Pool>, idle_timeout: Duration) {
     loop {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { return };
+        let now = crate::clock::now().into_std();
         let mut lists: Vec<_> = pool.idle.iter().map(Pool::lock_list).collect();
         let mut left = 0;
         for list in &mut lists {
-            list.idle
-                .retain(|c| !c.pooled.conn.is_stale() && c.since.elapsed() < idle_timeout);
+            list.idle.retain(|c| {
+                !c.pooled.conn.is_stale() && now.saturating_duration_since(c.since) < idle_timeout
+            });
             left += list.idle.len();
         }
         if left == 0 {
