@@ -1,16 +1,19 @@
-//! The time of a turn: one clock read per poll of a connection's task.
+//! The time of a turn: at most one clock read per poll of a task that
+//! serves connections.
 //!
 //! A request used to read the clock eight or nine times between its accept
 //! and its close: the socket's reads and writes (for the idle and
 //! header-read timeouts), its start, its endpoint's answer, the pooled
 //! connection's check-in, its end (for the duration histogram). Each read
-//! is a vDSO call of 20-30 ns on the machines measured, about a quarter of
-//! a microsecond per request (docs/performance-notebook.md, "The clock of
-//! a turn"). nginx reads it once per turn of its event loop.
+//! is a vDSO call of 20-45 ns on the machines measured, a quarter of a
+//! microsecond per request in all (docs/performance-notebook.md, "The clock
+//! of a turn"). nginx reads it once per turn of its event loop.
 //!
-//! Here a connection's task begins a [`Turn`] each time it is polled; until
-//! that poll returns, [`now`] gives the instant the turn began. A poll does
-//! a few microseconds of work (a large body's write, a few hundred), so a
+//! Here a connection's task, an HTTP/2 stream's and a listener's accept loop
+//! begin a [`Turn`] each time they are polled. The first [`now`] within the
+//! turn reads the clock, and every later one until the poll returns gives
+//! that same instant; a poll that asks for none reads none. A poll does a
+//! few microseconds of work (a large body's write, a few hundred), so a
 //! duration is short and a deadline early by at most that. Outside a turn
 //! (other tasks, tests) [`now`] reads the clock, as before.
 //!
@@ -24,32 +27,44 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
+/// This thread's turn: `None` outside one; within one, the instant its
+/// first [`now`] read, once read.
+type State = Option<Option<Instant>>;
+
 thread_local! {
-    static TURN: Cell<Option<Instant>> = const { Cell::new(None) };
+    static TURN: Cell<State> = const { Cell::new(None) };
 }
 
-/// Now: the current turn's start within a turn, the clock's reading
-/// otherwise.
+/// Now: within a turn, the instant its first call read; outside one, the
+/// clock's reading.
 #[inline]
 pub fn now() -> Instant {
-    TURN.with(Cell::get).unwrap_or_else(Instant::now)
+    TURN.with(|turn| match turn.get() {
+        Some(Some(at)) => at,
+        Some(None) => {
+            let at = Instant::now();
+            turn.set(Some(Some(at)));
+            at
+        }
+        None => Instant::now(),
+    })
 }
 
-/// While it lives, [`now`] on this thread gives the instant it was begun.
+/// While it lives, [`now`] on this thread reads the clock once at most.
 /// Not `Send`: a future that held one across an `.await` would lend its
 /// time to the tasks polled meanwhile, and could not be spawned.
 #[must_use = "the turn ends when this is dropped"]
 pub struct Turn {
-    outer: Option<Instant>,
+    outer: State,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Turn {
-    /// Reads the clock once, for everything until the guard drops.
+    /// Begins a turn; the clock is read when first asked.
     #[inline]
     pub fn begin() -> Self {
         Self {
-            outer: TURN.replace(Some(Instant::now())),
+            outer: TURN.replace(Some(None)),
             _not_send: PhantomData,
         }
     }
@@ -63,8 +78,8 @@ impl Drop for Turn {
 }
 
 pin_project_lite::pin_project! {
-    /// A future each poll of which is a turn: for tasks that serve requests
-    /// (an HTTP/2 client's streams).
+    /// A future each poll of which is a turn: for the tasks that serve
+    /// connections and requests (an accept loop, an HTTP/2 client's streams).
     pub struct InTurns<F> {
         #[pin]
         inner: F,
@@ -94,20 +109,26 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_turn_holds_its_instant_and_gives_the_clock_back_when_it_ends() {
+    async fn a_turn_holds_its_first_reading_and_gives_the_clock_back_when_it_ends() {
         let before = now();
         {
             let _turn = Turn::begin();
-            let begun = now();
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let first = now();
+            assert_eq!(
+                first,
+                before + Duration::from_secs(1),
+                "read when first asked"
+            );
             tokio::time::advance(Duration::from_secs(5)).await;
-            assert_eq!(now(), begun, "within a turn, one instant");
+            assert_eq!(now(), first, "within a turn, one instant");
             {
                 let _inner = Turn::begin();
-                assert_eq!(now(), begun + Duration::from_secs(5));
+                assert_eq!(now(), first + Duration::from_secs(5));
             }
-            assert_eq!(now(), begun, "an inner turn gives the outer's back");
+            assert_eq!(now(), first, "an inner turn gives the outer's back");
         }
-        assert_eq!(now(), before + Duration::from_secs(5), "outside, the clock");
+        assert_eq!(now(), before + Duration::from_secs(6), "outside, the clock");
     }
 
     #[test]

@@ -132,7 +132,11 @@ impl ListenerSet {
             config: listener.config.clone(),
             stop: stop.clone(),
         };
-        tokio::spawn(listener.serve(Arc::clone(&self.serving), stop));
+        // Its polls are turns: the connections one poll accepts share a
+        // clock read.
+        tokio::spawn(crate::clock::InTurns::new(
+            listener.serve(Arc::clone(&self.serving), stop),
+        ));
         running
     }
 
