@@ -29,7 +29,8 @@
 //! - `balance`: the balancing algorithms and the hash keys.
 //! - `body`: the request body on its way to an endpoint.
 //! - `cli`: the command line.
-//! - `clock`: the time of a connection's turn (one clock read per poll).
+//! - `clock`: the time of a turn (at most one clock read per poll of a
+//!   connection's task).
 //! - `config`: load the TOML file and validate it whole; its defaults.
 //! - `demo`: three endpoints and a proxy in front of them.
 //! - `diff`: what a reload would change (`check --diff`).

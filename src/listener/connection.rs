@@ -84,6 +84,8 @@ enum Turn {
 type HyperHttp1<S, Svc> = http1::Connection<TokioIo<Socket<S>>, Svc>;
 /// hyper's HTTP/2 server connection over a client socket.
 type HyperHttp2<S, Svc> = http2::Connection<TokioIo<Socket<S>>, Svc, StreamExecutor>;
+/// fulcrum's own HTTP/1.1 server side over a client socket.
+type PlainHttp1<S, F> = h1_server::Server<Socket<S>, F>;
 
 /// Spawns an HTTP/2 client's streams as tokio tasks whose polls are turns
 /// (`clock.rs`), as the connection's own are.
@@ -99,8 +101,6 @@ where
         tokio::spawn(clock::InTurns::new(stream));
     }
 }
-/// fulcrum's own HTTP/1.1 server side over a client socket.
-type PlainHttp1<S, F> = h1_server::Server<Socket<S>, F>;
 
 pin_project_lite::pin_project! {
     #[project = ConnectionProj]
@@ -218,7 +218,7 @@ fn answer(
         client_ip: state.client_ip,
         https: state.https,
         message,
-        started: crate::clock::now().into_std(),
+        started: clock::now().into_std(),
         interim: plain.cloned(),
     };
     let shared = Arc::clone(&state.shared);
@@ -336,7 +336,7 @@ where
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<()> {
-        // Everything this poll does reads one clock (`clock.rs`).
+        // Everything this poll does reads the clock once at most (`clock.rs`).
         let _turn = clock::Turn::begin();
         let mut this = self.project();
         match this.poll_turns(task) {
