@@ -76,7 +76,12 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 
 /// `_count` of a histogram with these labels.
 fn histogram_count(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{name}_count{{{labels}}} ");
+    histogram_series(text, name, "count", labels)
+}
+
+/// A histogram's `_count` or `_sum` series, read from the exposition text.
+fn histogram_series(text: &str, name: &str, series: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}_{series}{{{labels}}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
@@ -178,10 +183,7 @@ async fn request_counters_and_histograms_match_what_was_sent() {
 }
 
 fn histogram_sum(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{name}_sum{{{labels}}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+    histogram_series(text, name, "sum", labels)
 }
 
 /// Durations are measured across the polls of a request, not within one:
