@@ -5,7 +5,7 @@
 //! and its close: the socket's reads and writes (for the idle and
 //! header-read timeouts), its start, its endpoint's answer, the pooled
 //! connection's check-in, its end (for the duration histogram). Each read
-//! is a vDSO call of 20-45 ns on the machines measured, a quarter of a
+//! is a vDSO call of 20-70 ns on the machines measured, a quarter of a
 //! microsecond per request in all (docs/performance-notebook.md, "The clock
 //! of a turn"). nginx reads it once per turn of its event loop.
 //!
