@@ -17,6 +17,12 @@
 //! duration is short and a deadline early by at most that. Outside a turn
 //! (other tasks, tests) [`now`] reads the clock, as before.
 //!
+//! Not for deciding whether a deadline has passed once a timer fired: with
+//! another thread turning the timer driver, the turn's reading can be older
+//! than the firing, and a loop that re-arms the timer on it would spin
+//! (`listener/timer.rs`'s `step` and `upstream/h1/pool.rs`'s deadline read
+//! the clock itself).
+//!
 //! The clock is tokio's: it follows time paused in tests.
 
 use std::cell::Cell;

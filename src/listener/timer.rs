@@ -46,9 +46,13 @@ impl ConnectionState {
     }
 
     /// What the connection timer should do now; `parkable`: an HTTP/1
-    /// connection served by hyper.
+    /// connection served by hyper. Called when the timer fired: the clock
+    /// itself, not the turn's reading (`clock.rs`), which can be older than
+    /// the firing when another thread turns the timer driver; a `Wait` for a
+    /// deadline already passed would fire again at once, and the caller's
+    /// loop would ask again with the same old reading.
     pub(super) fn step(&self, limits: &Deadlines, parkable: bool) -> Step {
-        self.step_at(crate::clock::now(), limits, parkable)
+        self.step_at(Instant::now(), limits, parkable)
     }
 
     pub(super) fn step_at(&self, now: Instant, limits: &Deadlines, parkable: bool) -> Step {

@@ -256,6 +256,8 @@ impl<F: Future> Future for Deadline<'_, F> {
             return Poll::Pending;
         }
         while this.timer.as_mut().poll(task).is_ready() {
+            // The clock itself, not the turn's reading (`clock.rs`): an
+            // older reading could loop here on a timer that fires at once.
             if tokio::time::Instant::now() >= *this.deadline {
                 return Poll::Ready(Err(Error::Timeout));
             }
