@@ -56,7 +56,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -184,7 +183,7 @@ impl Fulcrum {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let serving = Arc::new(Serving {
             shared: Arc::clone(&self.shared),
-            connections: Arc::new(Semaphore::new(self.config.server.max_connections)),
+            connections: listener::limit::ConnectionLimit::new(self.config.server.max_connections),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             workers: self.workers.clone(),

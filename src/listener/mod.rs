@@ -25,6 +25,7 @@ pub mod counts;
 mod defer_accept;
 pub mod h1_server;
 pub mod h2_guard;
+pub mod limit;
 mod refusing;
 pub mod set;
 mod socket;
@@ -39,7 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwapOption;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,6 +55,7 @@ use connection_state::ConnectionState;
 pub use connection_state::RequestGuard;
 pub use counts::ConnectionCounts;
 use counts::OpenConnection;
+use limit::{ConnectionLimit, Place};
 pub use socket::Transport;
 use timer::Deadlines;
 pub use timer::PARK_AFTER;
@@ -116,7 +117,7 @@ pub fn tls_acceptor(config: &ListenerConfig) -> Result<Option<TlsAcceptor>, List
 /// What every connection task shares.
 pub struct Serving {
     pub shared: Arc<Shared>,
-    pub connections: Arc<Semaphore>,
+    pub connections: Arc<ConnectionLimit>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     /// Where connections are served; `None`: on the accepting runtime.
@@ -186,14 +187,10 @@ impl BoundListener {
             if stop.is_cancelled() {
                 return;
             }
-            let permit = match Arc::clone(&cx.connections).try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(TryAcquireError::Closed) => return,
-                Err(TryAcquireError::NoPermits) => tokio::select! {
-                    permit = Arc::clone(&cx.connections).acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => return,
-                    },
+            let place = match cx.connections.try_take() {
+                Some(place) => place,
+                None => tokio::select! {
+                    place = cx.connections.take() => place,
                     () = &mut stopped => return,
                 },
             };
@@ -223,7 +220,7 @@ impl BoundListener {
                     idle: server.idle_timeout,
                 },
                 max_header_bytes: server.max_header_bytes,
-                _permit: permit,
+                _place: place,
                 open: OpenConnection(Arc::clone(&listener.connections)),
             };
             let acceptor = listener.tls.load_full();
@@ -346,6 +343,6 @@ async fn on_worker(
 struct Admission {
     deadlines: Deadlines,
     max_header_bytes: usize,
-    _permit: OwnedSemaphorePermit,
+    _place: Place,
     open: OpenConnection,
 }

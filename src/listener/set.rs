@@ -162,23 +162,9 @@ impl ListenerSet {
     }
 
     /// Moves the limit on open connections (`server.max_connections`).
+    /// Lowered, it holds as connections close (none is closed for it).
     fn limit_connections(&mut self, wanted: usize) {
-        let semaphore = &self.serving.connections;
-        if wanted > self.max_connections {
-            semaphore.add_permits(wanted - self.max_connections);
-        } else if wanted < self.max_connections {
-            // Takes free permits now; busy ones are not handed back later.
-            let mut excess = self.max_connections - wanted;
-            excess -= semaphore.forget_permits(excess);
-            if excess > 0 {
-                let semaphore = Arc::clone(semaphore);
-                tokio::spawn(async move {
-                    if let Ok(permits) = semaphore.acquire_many_owned(excess as u32).await {
-                        permits.forget();
-                    }
-                });
-            }
-        }
+        self.serving.connections.set_max(wanted);
         self.max_connections = wanted;
     }
 }
