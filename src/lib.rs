@@ -192,7 +192,6 @@ impl Fulcrum {
             Arc::clone(&self.shared),
             Arc::clone(&serving),
             self.listeners,
-            self.config.server.max_connections,
         );
         let admin_stop = CancellationToken::new();
         if let Some(admin) = self.admin {

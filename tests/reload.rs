@@ -795,3 +795,87 @@ async fn defer_accept_reaches_the_socket_and_a_reload_turns_it_off() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(deferred_acks() > before, "the listener defers accept again");
 }
+
+/// Sends a GET on `s`; its response's first read, or "" after `wait`.
+async fn get_within(s: &mut tokio::net::TcpStream, wait: Duration) -> String {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_within(s, wait).await
+}
+
+async fn read_within(s: &mut tokio::net::TcpStream, wait: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16384];
+    match tokio::time::timeout(wait, s.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn max_connections_moves_with_a_reload() {
+    let a = Backend::spawn("a").await;
+    let config = |max: usize| {
+        format!(
+            "[server]\nmax_connections = {max}\n{}",
+            one_upstream(&[&a], "")
+        )
+    };
+    let file = ConfigFile::new(&config(1));
+    let proxy = Proxy::start_file(&file.path, false).await;
+    let admin = proxy.admin.unwrap();
+    let connect = || tokio::net::TcpStream::connect(proxy.addr());
+    let held = Duration::from_millis(300);
+    let served = Duration::from_secs(5);
+
+    let mut first = connect().await.unwrap();
+    assert!(
+        get_within(&mut first, served)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut second = connect().await.unwrap();
+    assert_eq!(
+        get_within(&mut second, held).await,
+        "",
+        "served beyond max_connections = 1"
+    );
+
+    // Raised: the waiting connection is taken at once, the first kept.
+    file.write(&config(2));
+    assert_eq!(reload(admin).await.0, 200);
+    let r = read_within(&mut second, served).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+    assert!(
+        get_within(&mut first, served)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
+    // Lowered below what is open: nobody is cut off, and a new connection
+    // waits until the open ones are under the new limit.
+    file.write(&config(1));
+    assert_eq!(reload(admin).await.0, 200);
+    assert!(
+        get_within(&mut first, served)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut third = connect().await.unwrap();
+    assert_eq!(
+        get_within(&mut third, held).await,
+        "",
+        "served with 2 open, max 1"
+    );
+    drop(first);
+    assert_eq!(
+        read_within(&mut third, held).await,
+        "",
+        "served with 1 open, max 1"
+    );
+    drop(second);
+    let r = read_within(&mut third, served).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+}

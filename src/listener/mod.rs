@@ -12,7 +12,8 @@
 //!   (`h2_guard.rs`);
 //! - `refusing.rs`: the answer to a request refused before a server side
 //!   read it; `upgrade.rs`: the client's side of an upgraded connection;
-//! - `counts.rs`: open and parked connections per listener; `stop.rs`: the
+//! - `counts.rs`: open and parked connections per listener; `limit.rs`:
+//!   the process-wide limit on open connections; `stop.rs`: the
 //!   drain signal a listener's accept loop sets as it ends; `set.rs`: the
 //!   running set of listeners, which a reload changes;
 //! - `accept_failures.rs`: what an accept loop does when an accept fails

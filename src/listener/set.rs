@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use super::{BoundListener, Serving, tls_acceptor};
 use crate::config::{Config, ListenerConfig};
 
-/// The listeners running now, and the connection limit they share.
+/// The listeners running now (the connection limit they share is in
+/// `Serving`).
 pub struct ListenerSet {
     serving: Arc<Serving>,
     listeners: Vec<RunningListener>,
-    max_connections: usize,
 }
 
 /// What a reload does with the listeners: one step per configured listener.
@@ -46,15 +46,10 @@ struct RunningListener {
 
 impl ListenerSet {
     /// Starts serving `listeners`.
-    pub fn start(
-        serving: Arc<Serving>,
-        listeners: Vec<BoundListener>,
-        max_connections: usize,
-    ) -> Self {
+    pub fn start(serving: Arc<Serving>, listeners: Vec<BoundListener>) -> Self {
         let mut set = Self {
             serving,
             listeners: Vec::new(),
-            max_connections,
         };
         for listener in listeners {
             let running = set.spawn(listener);
@@ -121,7 +116,9 @@ impl ListenerSet {
         }
         self.listeners = listeners;
         self.publish_connections();
-        self.limit_connections(plan.max_connections);
+        // Lowered, the limit holds as connections close (none is closed
+        // for it).
+        self.serving.connections.set_max(plan.max_connections);
     }
 
     fn spawn(&self, listener: BoundListener) -> RunningListener {
@@ -159,13 +156,6 @@ impl ListenerSet {
                 connections.push((Arc::clone(&l.name), Arc::clone(&l.connections)));
             }
         }
-    }
-
-    /// Moves the limit on open connections (`server.max_connections`).
-    /// Lowered, it holds as connections close (none is closed for it).
-    fn limit_connections(&mut self, wanted: usize) {
-        self.serving.connections.set_max(wanted);
-        self.max_connections = wanted;
     }
 }
 

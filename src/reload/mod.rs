@@ -51,7 +51,6 @@ impl Reloader {
         shared: Arc<Shared>,
         serving: Arc<Serving>,
         listeners: Vec<BoundListener>,
-        max_connections: usize,
     ) -> Arc<Self> {
         let mut health = Supervisor::default();
         let snapshot = shared.snapshot.load_full();
@@ -62,7 +61,7 @@ impl Reloader {
         let reloader = Arc::new(Self {
             last_attempt: Mutex::new(loaded),
             running: Mutex::new(Running {
-                listeners: ListenerSet::start(serving, listeners, max_connections),
+                listeners: ListenerSet::start(serving, listeners),
                 health,
                 discovery,
             }),
