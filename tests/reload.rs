@@ -814,6 +814,14 @@ async fn read_within(s: &mut tokio::net::TcpStream, wait: Duration) -> String {
     }
 }
 
+/// How long a connection held at the limit is watched for an answer.
+const HELD: Duration = Duration::from_millis(300);
+
+/// Asserts `response` (the first read of one, within 5 s) is a 200.
+fn assert_ok(response: &str, what: &str) {
+    assert!(response.starts_with("HTTP/1.1 200"), "{what}: {response:?}");
+}
+
 #[tokio::test]
 async fn max_connections_moves_with_a_reload() {
     let a = Backend::spawn("a").await;
@@ -827,55 +835,31 @@ async fn max_connections_moves_with_a_reload() {
     let proxy = Proxy::start_file(&file.path, false).await;
     let admin = proxy.admin.unwrap();
     let connect = || tokio::net::TcpStream::connect(proxy.addr());
-    let held = Duration::from_millis(300);
     let served = Duration::from_secs(5);
 
     let mut first = connect().await.unwrap();
-    assert!(
-        get_within(&mut first, served)
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    assert_ok(&get_within(&mut first, served).await, "the first");
     let mut second = connect().await.unwrap();
-    assert_eq!(
-        get_within(&mut second, held).await,
-        "",
-        "served beyond max_connections = 1"
-    );
+    let r = get_within(&mut second, HELD).await;
+    assert_eq!(r, "", "served beyond max_connections = 1");
 
     // Raised: the waiting connection is taken at once, the first kept.
     file.write(&config(2));
     assert_eq!(reload(admin).await.0, 200);
-    let r = read_within(&mut second, served).await;
-    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
-    assert!(
-        get_within(&mut first, served)
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    assert_ok(&read_within(&mut second, served).await, "the waiting one");
+    assert_ok(&get_within(&mut first, served).await, "the first, kept");
 
     // Lowered below what is open: nobody is cut off, and a new connection
     // waits until the open ones are under the new limit.
     file.write(&config(1));
     assert_eq!(reload(admin).await.0, 200);
-    assert!(
-        get_within(&mut first, served)
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    assert_ok(&get_within(&mut first, served).await, "the first, kept");
     let mut third = connect().await.unwrap();
-    assert_eq!(
-        get_within(&mut third, held).await,
-        "",
-        "served with 2 open, max 1"
-    );
+    let r = get_within(&mut third, HELD).await;
+    assert_eq!(r, "", "served with 2 open, max 1");
     drop(first);
-    assert_eq!(
-        read_within(&mut third, held).await,
-        "",
-        "served with 1 open, max 1"
-    );
+    let r = read_within(&mut third, HELD).await;
+    assert_eq!(r, "", "served with 1 open, max 1");
     drop(second);
-    let r = read_within(&mut third, served).await;
-    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+    assert_ok(&read_within(&mut third, served).await, "the third");
 }

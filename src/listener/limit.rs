@@ -79,7 +79,8 @@ impl ConnectionLimit {
     }
 
     /// How many connections hold a place.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 }
